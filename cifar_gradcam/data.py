@@ -6,8 +6,8 @@
 __all__ = ['CIFAR10_CLASSES', 'CIFAR10_MEAN', 'CIFAR10_STD', 'IMAGE_EXTENSIONS', 'SOURCES', 'SYNTHETIC_CLASSES', 'smoke_mode',
            'DataError', 'Split', 'train_val_split', 'make_synthetic', 'load_cifar10', 'channel_stats', 'denormalize',
            'to_display', 'show_images', 'show_samples', 'show_per_class', 'show_channels', 'augmentations',
-           'train_transforms', 'test_transforms', 'show_augmentations', 'normalize_batch', 'CifarDataset',
-           'default_num_workers', 'make_loaders']
+           'train_transforms', 'test_transforms', 'show_augmentations', 'normalize_batch', 'SeededBatch',
+           'CifarDataset', 'EpochBatchSampler', 'default_num_workers', 'make_loaders']
 
 # %% ../nbs/00_data.ipynb #9288ad10
 import hashlib
@@ -425,9 +425,15 @@ def normalize_batch(x: np.ndarray, mean: Sequence[float] = CIFAR10_MEAN,
     return t.sub_(m).div_(s).contiguous()
 
 
+class SeededBatch(list):
+    "The indices of one batch, carrying the seed (`.seed`) its augmentations are drawn with."
+    seed: int | None = None
+
+
 class CifarDataset(Dataset):
     """Images of a `Split` as normalised CHW tensors, with optional uint8 `augment` (see
-    `augmentations`). Batched access (`__getitems__`) normalises a whole batch at once."""
+    `augmentations`). Batched access (`__getitems__`) normalises a whole batch at once, and re-seeds
+    `augment` from the batch's seed when it carries one (see `EpochBatchSampler`)."""
     def __init__(self, split: Split, augment: A.Compose | None = None,
                  mean: Sequence[float] = CIFAR10_MEAN, std: Sequence[float] = CIFAR10_STD):
         self.split, self.augment, self.mean, self.std = split, augment, tuple(mean), tuple(std)
@@ -435,8 +441,10 @@ class CifarDataset(Dataset):
     def __len__(self) -> int: return len(self.split)
 
     def _images(self, idx: Sequence[int]) -> np.ndarray:
-        x = self.split.x[np.asarray(idx)]
+        x = self.split.x[np.asarray(idx, dtype=np.int64)]
         if self.augment is not None:
+            seed = getattr(idx, "seed", None)
+            if seed is not None: self.augment.set_random_seed(seed)
             x = np.stack([self.augment(image=img)["image"] for img in x])
         return x
 
@@ -444,9 +452,37 @@ class CifarDataset(Dataset):
         return normalize_batch(self._images([i]), self.mean, self.std)[0], int(self.split.y[i])
 
     def __getitems__(self, idx: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
-        return normalize_batch(self._images(idx), self.mean, self.std), torch.from_numpy(self.split.y[np.asarray(idx)])
+        y = torch.from_numpy(self.split.y[np.asarray(idx, dtype=np.int64)])
+        return normalize_batch(self._images(idx), self.mean, self.std), y
 
-# %% ../nbs/00_data.ipynb #9f59e35e
+# %% ../nbs/00_data.ipynb #4b18fe96
+class EpochBatchSampler(torch.utils.data.Sampler):
+    """Batches of indices for one epoch at a time, drawn from `(seed, epoch)` alone: the shuffle order and
+    each batch's augmentation seed (`SeededBatch.seed`). Iterating starts the next epoch; `set_epoch`
+    jumps to one (to resume)."""
+    def __init__(self, n: int, batch_size: int, seed: int = 0, shuffle: bool = True, drop_last: bool = True):
+        if n < 1 or batch_size < 1: raise DataError(f"need n >= 1 and batch_size >= 1; got {n}, {batch_size}")
+        self.n, self.batch_size, self.seed, self.shuffle, self.drop_last = n, batch_size, seed, shuffle, drop_last
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        "Make the next iteration produce epoch `epoch`'s batches."
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.n // self.batch_size if self.drop_last else -(-self.n // self.batch_size)
+
+    def __iter__(self):
+        rng = np.random.default_rng([self.seed, self.epoch])
+        self.epoch += 1
+        order = rng.permutation(self.n) if self.shuffle else np.arange(self.n)
+        seeds = rng.integers(0, 2 ** 32, len(self))
+        for b in range(len(self)):
+            batch = SeededBatch(order[b * self.batch_size:(b + 1) * self.batch_size].tolist())
+            batch.seed = int(seeds[b])
+            yield batch
+
+
 def default_num_workers() -> int:
     "Loader workers for this machine: one per CPU we may use, at most 12 (2 on Colab, 12 on a 16-core server)."
     try:
@@ -462,12 +498,9 @@ def _collate_batch(batch):
 
 
 def _seed_worker(worker_id: int) -> None:
-    "Give each loader worker its own reproducible random streams (numpy, random, albumentations)."
+    "Seed numpy and random in each loader worker (augmentations are seeded per batch), one OpenCV thread."
     seed = torch.initial_seed() % 2 ** 32
     np.random.seed(seed); random.seed(seed)
-    info = torch.utils.data.get_worker_info()
-    aug = getattr(info.dataset, "augment", None) if info else None
-    if aug is not None: aug.set_random_seed(seed)
     cv2.setNumThreads(1)  # workers already run in parallel; OpenCV threads would oversubscribe the CPU
 
 
@@ -475,21 +508,21 @@ def make_loaders(train: Split, test: Split, batch_size: int = 512, *, seed: int 
                  num_workers: int | None = None, augment: A.Compose | None = None,
                  mean: Sequence[float] = CIFAR10_MEAN, std: Sequence[float] = CIFAR10_STD,
                  pin_memory: bool | None = None, test_batch_size: int | None = None) -> tuple[DataLoader, DataLoader]:
-    """Training and test `DataLoader`s. Training batches are shuffled (seeded by `seed`) and augmented
-    with `augment` (default: `augmentations()`); test batches are only normalised. Full batches only
-    in training (when there is at least one), so BatchNorm never sees a batch of one."""
+    """Training and test `DataLoader`s. Training batches come from an `EpochBatchSampler` (shuffled and
+    augmented with `augment`, default `augmentations()`, reproducibly from `seed`); test batches are only
+    normalised. Training uses full batches only (when there is at least one), so BatchNorm never sees a
+    batch of one. Workers default to `default_num_workers()`; pinned memory to whether CUDA is present."""
     if batch_size < 1: raise DataError(f"batch_size must be at least 1; got {batch_size}")
     if len(train) == 0 or len(test) == 0:
         raise DataError(f"empty split: {len(train)} training and {len(test)} test images")
     num_workers = default_num_workers() if num_workers is None else num_workers
     pin_memory = torch.cuda.is_available() if pin_memory is None else pin_memory
     augment = augmentations(mean=mean) if augment is None else augment
-    augment.set_random_seed(seed)  # the stream when there are no workers; workers re-seed in _seed_worker
     common = dict(num_workers=num_workers, pin_memory=pin_memory, collate_fn=_collate_batch,
                   persistent_workers=num_workers > 0, worker_init_fn=_seed_worker)
     if num_workers > 0: common["prefetch_factor"] = 4
-    train_dl = DataLoader(CifarDataset(train, augment, mean, std), batch_size=batch_size, shuffle=True,
-                          drop_last=len(train) >= batch_size, generator=torch.Generator().manual_seed(seed), **common)
+    sampler = EpochBatchSampler(len(train), batch_size, seed=seed, drop_last=len(train) >= batch_size)
+    train_dl = DataLoader(CifarDataset(train, augment, mean, std), batch_sampler=sampler, **common)
     test_dl = DataLoader(CifarDataset(test, None, mean, std), batch_size=test_batch_size or 2 * batch_size,
                          shuffle=False, **common)
     return train_dl, test_dl

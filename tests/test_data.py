@@ -136,19 +136,32 @@ def test_batched_dataset_equals_per_image_pipeline():
     assert y1 == train.y[3]
 
 
-@pytest.mark.parametrize("workers", [0, 2])
-def test_loaders_are_seeded_and_reproducible(workers):
+def first_batches(train, test, seed, workers, n=2, epoch=None):
+    tl, _ = D.make_loaders(train, test, batch_size=64, seed=seed, num_workers=workers)
+    if epoch is not None: tl.batch_sampler.set_epoch(epoch)
+    return [b for b, _ in zip(tl, range(n))]
+
+
+def test_loaders_are_seeded_and_independent_of_workers():
     train, test = D.make_synthetic(300, 50)
-    def first(seed):
-        tl, _ = D.make_loaders(train, test, batch_size=64, seed=seed, num_workers=workers)
-        return [b for b, _ in zip(tl, range(2))]
-    a, b, c = first(1), first(1), first(2)
+    a, b, c = first_batches(train, test, 1, 0), first_batches(train, test, 1, 2), first_batches(train, test, 2, 2)
     for (xa, ya), (xb, yb) in zip(a, b):
         assert torch.equal(xa, xb) and torch.equal(ya, yb)
     assert not torch.equal(a[0][0], c[0][0])
-    tl, vl = D.make_loaders(train, test, batch_size=64, num_workers=workers)
+    tl, vl = D.make_loaders(train, test, batch_size=64, num_workers=0)
     assert len(tl) == 300 // 64  # full batches only
     assert sum(len(y) for _, y in vl) == 50  # every test image, once
+
+
+def test_epochs_differ_and_set_epoch_resumes_exactly():
+    train, test = D.make_synthetic(300, 50)
+    tl, _ = D.make_loaders(train, test, batch_size=64, seed=3, num_workers=0)
+    epoch0 = [x for x, _ in tl]
+    epoch1 = [x for x, _ in tl]
+    assert not torch.equal(epoch0[0], epoch1[0])  # a new shuffle and new augmentations each epoch
+    resumed = first_batches(train, test, 3, 2, n=len(epoch1), epoch=1)  # a fresh loader, as after a restart
+    for a, (b, _) in zip(epoch1, resumed):
+        assert torch.equal(a, b)
 
 
 def test_denormalize_inverts_normalisation():

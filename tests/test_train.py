@@ -1,0 +1,117 @@
+"""cifar_gradcam.train: the model learns, resuming is exact, the NaN guard, checkpoint errors."""
+import json
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+from cifar_gradcam import data as D
+from cifar_gradcam import train as T
+from cifar_gradcam.model import resnet18
+
+SHARED_TAR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "cifar10-jpeg-train.tar.gz"
+
+
+@pytest.fixture(scope="module")
+def synthetic():
+    return D.make_synthetic(n_train=1000, n_test=200, seed=0)
+
+
+def test_learns_synthetic_data_in_one_cpu_epoch(synthetic, tmp_path):
+    train, test = synthetic
+    T.seed_everything(0)
+    model = resnet18()
+    h = T.fit(model, train.limit(640), test, epochs=1, batch_size=32, max_lr=0.05, num_workers=0,
+              out_dir=tmp_path, progress=False)
+    assert len(h) == 1 and h[0]["test_acc"] > 0.5, h.records  # chance is 0.1
+    for f in ("last.pt", "best.pt", "history.csv", "history.json", "config.json"):
+        assert (tmp_path / f).exists(), f
+    assert json.loads((tmp_path / "history.json").read_text())[0]["epoch"] == 1
+    assert (tmp_path / "history.csv").read_text().startswith("epoch,train_loss,train_acc,test_loss,test_acc,lr,seconds")
+
+
+@pytest.mark.skipif(not SHARED_TAR.exists(), reason="real CIFAR-10 not present")
+def test_learns_real_cifar10_on_a_few_thousand_images(monkeypatch, tmp_path):
+    monkeypatch.setenv("CIFAR_GRADCAM_CACHE", str(tmp_path / "cache"))
+    train, val = D.load_cifar10(SHARED_TAR)
+    train, val = train.limit(1000), val.limit(500)
+    T.seed_everything(0)
+    h = T.fit(resnet18(), train, val, epochs=2, batch_size=32, max_lr=0.05, num_workers=2, progress=False)
+    assert h[-1]["test_acc"] > 0.2, h.records  # chance is 0.1
+
+
+def test_resume_matches_a_run_that_never_stopped(synthetic, tmp_path):
+    train, test = synthetic[0].limit(192), synthetic[1].limit(64)
+    cfg = T.TrainConfig(epochs=2, batch_size=32, max_lr=0.05, num_workers=0)
+    T.seed_everything(0); a = resnet18()
+    ha = T.fit(a, train, test, cfg, out_dir=tmp_path / "a", progress=False)
+    T.seed_everything(0); b = resnet18()
+    T.fit(b, train, test, cfg, out_dir=tmp_path / "b", stop_after=1, progress=False)
+    assert T.load_checkpoint(tmp_path / "b" / "last.pt")["epoch"] == 1
+    T.seed_everything(123); b = resnet18()  # a fresh process would start from other weights
+    hb = T.fit(b, train, test, cfg, out_dir=tmp_path / "b", resume=True, progress=False)
+    for (k, va), vb in zip(a.state_dict().items(), b.state_dict().values()):
+        torch.testing.assert_close(va, vb, atol=1e-5, rtol=1e-4, msg=k)
+    assert len(hb) == 2 and hb[1]["test_acc"] == pytest.approx(ha[1]["test_acc"], abs=1e-6)
+
+
+def test_resume_refuses_another_recipe(synthetic, tmp_path):
+    train, test = synthetic[0].limit(128), synthetic[1].limit(32)
+    T.fit(resnet18(), train, test, epochs=2, batch_size=32, max_lr=0.05, num_workers=0, out_dir=tmp_path,
+          stop_after=1, progress=False)
+    with pytest.raises(T.CheckpointError, match="recipe differs.*max_lr"):
+        T.fit(resnet18(), train, test, epochs=2, batch_size=32, max_lr=0.1, num_workers=0, out_dir=tmp_path,
+              resume=True, progress=False)
+
+
+def test_nan_guard_keeps_last_good_checkpoint(synthetic, tmp_path):
+    train, test = synthetic[0].limit(128), synthetic[1].limit(32)
+    cfg = T.TrainConfig(epochs=2, batch_size=32, max_lr=0.05, num_workers=0)
+    T.fit(resnet18(), train, test, cfg, out_dir=tmp_path, stop_after=1, progress=False)
+    good = (tmp_path / "last.pt").read_bytes()
+    with pytest.raises(T.TrainingDiverged, match=r"loss became (nan|inf).*lower max_lr.*last good checkpoint"):
+        T.fit(resnet18(), train, test, cfg.replace(max_lr=1e6), out_dir=tmp_path, progress=False, log_every=1)
+    assert (tmp_path / "last.pt").read_bytes() == good
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary files left
+
+
+def test_checkpoint_errors(synthetic, tmp_path):
+    train, test = synthetic[0].limit(128), synthetic[1].limit(32)
+    T.fit(resnet18(), train, test, epochs=2, batch_size=32, max_lr=0.05, num_workers=0, out_dir=tmp_path, progress=False)
+    good = tmp_path / "last.pt"
+    T.load_checkpoint(good, resnet18())  # fine
+    with pytest.raises(T.CheckpointError, match="different model"):
+        T.load_checkpoint(good, resnet18(num_classes=100))
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(good.read_bytes()[: len(good.read_bytes()) // 2])
+    with pytest.raises(T.CheckpointError, match="not a readable checkpoint"):
+        T.load_checkpoint(bad)
+    torch.save({"weights": torch.zeros(2)}, tmp_path / "other.pt")
+    with pytest.raises(T.CheckpointError, match="not a cifar_gradcam checkpoint"):
+        T.load_checkpoint(tmp_path / "other.pt")
+    with pytest.raises(T.CheckpointError, match="no checkpoint at"):
+        T.load_checkpoint(tmp_path / "missing.pt")
+
+
+def test_evaluate_restores_mode_and_tta(synthetic):
+    train, test = synthetic[0].limit(64), synthetic[1].limit(40)
+    model = resnet18().train()
+    _, dl = D.make_loaders(train, test, batch_size=16, num_workers=0)
+    ev = T.evaluate(model, dl, test.classes)
+    assert model.training and ev["n"] == 40 and set(ev["per_class"]) == set(test.classes)
+    ev2 = T.evaluate(model, dl, test.classes, tta=True)
+    assert 0 <= ev2["acc"] <= 1 and ev2["loss"] > 0
+
+
+def test_too_few_steps_for_onecycle(synthetic):
+    with pytest.raises(ValueError, match="too few steps for OneCycleLR"):
+        T.fit(resnet18(), synthetic[0].limit(32), synthetic[1].limit(32), epochs=1, batch_size=32, num_workers=0,
+              progress=False)
+
+
+def test_config_validation():
+    with pytest.raises(ValueError, match="max_lr=-0.1"):
+        T.TrainConfig(max_lr=-0.1)
+    with pytest.raises(TypeError, match="unknown training setting"):
+        T.TrainConfig().replace(lr=0.1)
