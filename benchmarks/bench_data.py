@@ -20,9 +20,7 @@ round of each is kept.
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import time
 from pathlib import Path
 
@@ -32,6 +30,7 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
+from _report import RESULTS, machine, versions, write
 from cifar_gradcam import data as D
 
 
@@ -82,7 +81,7 @@ def main(argv=None):
     p.add_argument("--workers", type=int, nargs="+", default=[0, min(2, os.cpu_count() or 1)])
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--data", default="synthetic", help="synthetic, or a CIFAR folder/.tar.gz")
-    p.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
+    p.add_argument("--out", type=Path, default=RESULTS)
     a = p.parse_args(argv)
 
     if a.data == "synthetic":
@@ -102,21 +101,12 @@ def main(argv=None):
               f"cifar_gradcam {r['kit_images_per_s']:.0f} img/s, ratio {r['speedup']:.2f}x")
         results.append(r)
 
-    import albumentations, torchvision
-    report = {
+    write("bench_data", {
         "benchmark": "bench_data", "what": "training-loader images/s, augmentation included",
         "images": len(split), "batch_size": a.batch_size, "rounds": a.rounds, "data": a.data,
-        "machine": {"host": platform.node(), "cpu_count": os.cpu_count(), "platform": platform.platform(),
-                    "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None},
-        "versions": {"python": platform.python_version(), "torch": torch.__version__,
-                     "torchvision": torchvision.__version__, "albumentations": albumentations.__version__,
-                     "numpy": np.__version__},
+        "machine": machine(), "versions": versions("torch", "torchvision", "albumentations", "numpy"),
         "results": results,
-    }
-    a.out.mkdir(parents=True, exist_ok=True)
-    path = a.out / f"bench_data-{report['machine']['gpu'] or 'cpu'}-{os.cpu_count()}cpu.json".replace(" ", "_")
-    path.write_text(json.dumps(report, indent=2) + "\n")
-    print("wrote", path)
+    }, a.out)
 
 
 if __name__ == "__main__":

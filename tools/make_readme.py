@@ -10,7 +10,8 @@ is developed on. This script needs only the standard library, so the README can 
 Rules (Quarto's, for the directives this project uses): markdown cells are copied; code cells are
 shown as ```python blocks without their `#|` directive lines; `#| hide` and `#| include: false`
 drop a cell; `#| echo: false` keeps only its output; text outputs become plain blocks and
-markdown outputs are copied. Image outputs are left out (the README links to the docs site).
+markdown outputs are copied. Image outputs are left out (the README links to the docs site);
+relative links in markdown cells (e.g. `images/x.png`) are rewritten to point into `nbs/`.
 """
 from __future__ import annotations
 
@@ -63,7 +64,8 @@ def render(nb_path: Path) -> str:
     for cell in nb["cells"]:
         src = _text(cell.get("source"))
         if cell["cell_type"] == "markdown":
-            blocks.append(src.strip("\n"))
+            # links relative to nbs/ (images for the docs site) must point into nbs/ from the repo root
+            blocks.append(re.sub(r"\]\((?!https?:|#|/)([^)]+)\)", r"](nbs/\1)", src.strip("\n")))
             continue
         if cell["cell_type"] != "code":
             continue

@@ -1,0 +1,102 @@
+"""The `cifar-gradcam` command: the whole pipeline, evaluate, Ctrl-C and --resume, bad usage."""
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from cifar_gradcam.cli import main
+
+EXE = shutil.which("cifar-gradcam")
+CLI = [EXE] if EXE else [sys.executable, "-c", "from cifar_gradcam.cli import console; console()"]
+REPORT_FILES = {"config.json", "run.json", "history.csv", "history.json", "metrics.json", "last.pt", "best.pt",
+                "report.md", "samples.png", "augmentations.png", "lr_finder.png", "curves.png", "confusion_matrix.png",
+                "misclassified.png", "gradcam_layers.png", "gradcam_pred_vs_true.png"}
+
+
+def cli(*args, timeout=600, **kw):
+    env = {**os.environ, "MPLBACKEND": "Agg"}
+    return subprocess.run([*CLI, *map(str, args)], capture_output=True, text=True, timeout=timeout, env=env, **kw)
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("run")
+    assert main(["run", "--smoke", "--data", "synthetic", "--out", str(out), "--workers", "0"]) == 0
+    return out
+
+
+def test_run_writes_every_file_of_the_report(smoke_run):
+    names = {p.name for p in smoke_run.iterdir()}
+    assert REPORT_FILES <= names, REPORT_FILES - names
+    report = (smoke_run / "report.md").read_text()
+    for png in (n for n in REPORT_FILES if n.endswith(".png")):
+        assert f"]({png})" in report, png
+    m = json.loads((smoke_run / "metrics.json").read_text())
+    assert {"accuracy", "test_loss", "per_class_accuracy", "seconds_per_epoch", "device"} <= set(m)
+    assert len(m["per_class_accuracy"]) == 10 and 0 <= m["accuracy"] <= 1
+
+
+def test_evaluate_reproduces_the_runs_accuracy(smoke_run, tmp_path):
+    r = cli("evaluate", "--checkpoint", smoke_run / "best.pt", "--data", "synthetic", "--smoke", "--out", tmp_path,
+            "--workers", "0")
+    assert r.returncode == 0, r.stderr
+    got = json.loads((tmp_path / "evaluate.json").read_text())["accuracy"]
+    assert got == pytest.approx(json.loads((smoke_run / "metrics.json").read_text())["accuracy"], abs=1e-9)
+    assert "accuracy" in r.stdout
+
+
+def test_gradcam_command(smoke_run, tmp_path):
+    r = cli("gradcam", "--checkpoint", smoke_run / "best.pt", "--data", "synthetic", "--smoke", "--out", tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert {"confusion_matrix.png", "report.md"} <= {p.name for p in tmp_path.iterdir()}
+
+
+def test_ctrl_c_keeps_the_checkpoint_and_resume_finishes(tmp_path):
+    args = ["train", "--smoke", "--data", "synthetic", "--epochs", "3", "--max-lr", "0.05", "--out", tmp_path,
+            "--workers", "0"]
+    p = subprocess.Popen([*CLI, *map(str, args)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         env={**os.environ, "MPLBACKEND": "Agg"})
+    deadline = time.time() + 300
+    while not (tmp_path / "last.pt").exists() and p.poll() is None and time.time() < deadline:
+        time.sleep(0.2)
+    assert p.poll() is None, "the run ended before it could be interrupted"
+    p.send_signal(signal.SIGINT)
+    _, err = p.communicate(timeout=120)
+    assert p.returncode == 130, err
+    assert "interrupted" in err and "--resume" in err and "Traceback" not in err
+    from cifar_gradcam.train import load_checkpoint
+    assert 1 <= load_checkpoint(tmp_path / "last.pt")["epoch"] < 3
+    r = cli(*args, "--resume")
+    assert r.returncode == 0, r.stderr
+    assert [h["epoch"] for h in json.loads((tmp_path / "history.json").read_text())] == [1, 2, 3]
+
+
+def test_stop_after_then_resume(tmp_path):
+    base = ["train", "--smoke", "--data", "synthetic", "--epochs", "2", "--max-lr", "0.05", "--out", str(tmp_path),
+            "--workers", "0"]
+    assert main(base + ["--stop-after", "1"]) == 0
+    assert len(json.loads((tmp_path / "history.json").read_text())) == 1
+    assert main(base + ["--resume"]) == 0
+    assert len(json.loads((tmp_path / "history.json").read_text())) == 2
+
+
+@pytest.mark.parametrize("args, message", [
+    (["run", "--epochs", "many"], "invalid int value"),
+    (["frobnicate"], "invalid choice"),
+    (["train", "--data", "/nowhere/at/all", "--smoke"], "does not exist"),
+    (["train", "--data", "cifar100", "--smoke"], "Unknown data source"),
+    (["train", "--data", "synthetic", "--smoke", "--max-lr", "-1"], "max_lr=-1.0"),
+    (["evaluate", "--checkpoint", "/nowhere.pt", "--data", "synthetic"], "no checkpoint at"),
+    (["train", "--data", "synthetic", "--smoke", "--resume", "--out", "/tmp/cifar-gradcam-never-made"], "no checkpoint"),
+])
+def test_bad_usage_exits_2_with_one_line(args, message):
+    r = cli(*args)
+    assert r.returncode == 2, (r.returncode, r.stderr)
+    assert message in r.stderr and "Traceback" not in r.stderr
+    assert len([l for l in r.stderr.splitlines() if "error" in l]) == 1
