@@ -60,8 +60,11 @@ def test_gradcam_command(smoke_run, tmp_path):
 def test_ctrl_c_keeps_the_checkpoint_and_resume_finishes(tmp_path):
     args = ["train", "--smoke", "--data", "synthetic", "--epochs", "3", "--max-lr", "0.05", "--out", tmp_path,
             "--workers", "0"]
+    # as from a terminal: SIGINT at its default (a shell running this suite in the background ignores it,
+    # and a child would inherit that)
     p = subprocess.Popen([*CLI, *map(str, args)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                         env={**os.environ, "MPLBACKEND": "Agg"})
+                         env={**os.environ, "MPLBACKEND": "Agg"},
+                         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 300
     while not (tmp_path / "last.pt").exists() and p.poll() is None and time.time() < deadline:
         time.sleep(0.2)

@@ -37,8 +37,9 @@ def test_learns_real_cifar10_on_a_few_thousand_images(monkeypatch, tmp_path):
     train, val = D.load_cifar10(SHARED_TAR)
     train, val = train.limit(1000), val.limit(500)
     T.seed_everything(0)
-    h = T.fit(resnet18(), train, val, epochs=2, batch_size=32, max_lr=0.05, num_workers=2, progress=False)
-    assert h[-1]["test_acc"] > 0.2, h.records  # chance is 0.1
+    # max_lr 0.02 for batch 32: the real-data sweeps suggest about 0.03-0.04 for batch 128
+    h = T.fit(resnet18(), train, val, epochs=2, batch_size=32, max_lr=0.02, num_workers=2, progress=False)
+    assert h[-1]["test_acc"] > 0.2, h.records  # chance is 0.1; this run gives about 0.30
 
 
 def test_resume_matches_a_run_that_never_stopped(synthetic, tmp_path):
