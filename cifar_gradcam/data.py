@@ -7,7 +7,8 @@ __all__ = ['CIFAR10_CLASSES', 'CIFAR10_MEAN', 'CIFAR10_STD', 'IMAGE_EXTENSIONS',
            'DataError', 'Split', 'train_val_split', 'make_synthetic', 'load_cifar10', 'channel_stats', 'denormalize',
            'to_display', 'show_images', 'show_samples', 'show_per_class', 'show_channels', 'augmentations',
            'train_transforms', 'test_transforms', 'show_augmentations', 'normalize_batch', 'SeededBatch',
-           'CifarDataset', 'EpochBatchSampler', 'default_num_workers', 'eval_loader', 'make_loaders']
+           'CifarDataset', 'EpochBatchSampler', 'default_num_workers', 'eval_loader', 'make_loaders', 'reflect_index',
+           'fill_colour', 'AugmentParams', 'draw_augment_params', 'apply_augment', 'DeviceLoader']
 
 # %% ../nbs/00_data.ipynb #9288ad10
 import hashlib
@@ -77,6 +78,7 @@ class Split:
     def subset(self, idx: Sequence[int] | np.ndarray) -> "Split":
         "The images at `idx` (indices or a boolean mask), as a new `Split`."
         idx = np.asarray(idx)
+        if idx.dtype != bool: idx = idx.astype(np.int64)  # an empty list is float64 to numpy
         return Split(self.x[idx], self.y[idx], self.classes, None if self.masks is None else self.masks[idx])
 
     def limit(self, n: int | None, seed: int = 0) -> "Split":
@@ -538,3 +540,121 @@ def make_loaders(train: Split, test: Split, batch_size: int = 512, *, seed: int 
     train_dl = DataLoader(CifarDataset(train, augment, mean, std), batch_sampler=sampler, **common)
     test_dl = eval_loader(test, test_batch_size or 2 * batch_size, num_workers, mean, std, pin_memory)
     return train_dl, test_dl
+
+# %% ../nbs/00_data.ipynb #3f1d3c5d
+def reflect_index(size: int, pad: int, device: torch.device | str | None = None) -> torch.Tensor:
+    """For each of the `size + 2 * pad` positions of a reflect-padded axis, the source position it copies,
+    reflecting at the edges without repeating the edge (OpenCV's `BORDER_REFLECT_101`, torch's "reflect")."""
+    if not 0 <= pad < size: raise DataError(f"pad must be in [0, {size - 1}] for images of size {size}; got {pad}")
+    i = torch.arange(-pad, size + pad, device=device).abs()
+    return torch.where(i > size - 1, 2 * (size - 1) - i, i)
+
+
+def fill_colour(mean: Sequence[float] = CIFAR10_MEAN) -> tuple[int, ...]:
+    "The `uint8` colour a cutout hole gets: the mean colour, cast the way albumentations casts it (truncated)."
+    return tuple(int(v) for v in np.asarray([float(m) * 255 for m in mean]).astype(np.uint8))
+
+# %% ../nbs/00_data.ipynb #f23cf1de
+@dataclass
+class AugmentParams:
+    """The random choices for a batch of `n` images, as tensors of length `n`: crop offsets `dy`, `dx`
+    into the padded image, `flip` (mirror left-right), `hole` (cut one), and the hole's top-left corner
+    `hole_y`, `hole_x` in the output image."""
+    dy: torch.Tensor
+    dx: torch.Tensor
+    flip: torch.Tensor
+    hole: torch.Tensor
+    hole_y: torch.Tensor
+    hole_x: torch.Tensor
+
+
+def _check_aug(size: int, pad: int, flip_p: float, cutout: int, cutout_p: float) -> None:
+    bad = []
+    if not 0 <= pad < size: bad.append(f"pad={pad} (0 <= pad < {size})")
+    if not 0 <= cutout <= size: bad.append(f"cutout={cutout} (0 <= cutout <= {size})")
+    if not 0 <= flip_p <= 1: bad.append(f"flip_p={flip_p} (a probability)")
+    if not 0 <= cutout_p <= 1: bad.append(f"cutout_p={cutout_p} (a probability)")
+    if bad: raise DataError("invalid augmentation settings: " + ", ".join(bad))
+
+
+def draw_augment_params(n: int, generator: torch.Generator, *, size: int = 32, pad: int = 4, flip_p: float = 0.5,
+                        cutout: int = 16, cutout_p: float = 0.5) -> AugmentParams:
+    """Draw `n` images' augmentation choices on `generator`'s device, from the distributions albumentations
+    uses in `augmentations()`: offsets uniform in 0..2*pad, flip with `flip_p`, a hole with `cutout_p`,
+    its corner uniform over the positions that keep the `cutout` x `cutout` hole inside the image."""
+    _check_aug(size, pad, flip_p, cutout, cutout_p)
+    kw = dict(generator=generator, device=generator.device)
+    offsets = torch.randint(0, 2 * pad + 1, (2, n), **kw)
+    coins = torch.rand(2, n, **kw)
+    corners = torch.randint(0, size - cutout + 1, (2, n), **kw)
+    return AugmentParams(dy=offsets[0], dx=offsets[1], flip=coins[0] < flip_p,
+                         hole=(coins[1] < cutout_p) & (cutout > 0), hole_y=corners[0], hole_x=corners[1])
+
+
+def apply_augment(padded: torch.Tensor, params: AugmentParams, *, size: int = 32, cutout: int = 16,
+                  fill: Sequence[int] | None = None) -> torch.Tensor:
+    """Apply `params` to a batch of reflect-padded uint8 NHWC images (N, size + 2*pad, size + 2*pad, C): crop
+    at (`dy`, `dx`), mirror where `flip`, then fill a `cutout` square at (`hole_y`, `hole_x`) where `hole`
+    with `fill` (default `fill_colour()`). Returns uint8 NHWC images (N, size, size, C), as albumentations would."""
+    n, dev = padded.shape[0], padded.device
+    ar = torch.arange(size, device=dev)
+    rows = params.dy[:, None] + ar                                     # (N, size)
+    cols = params.dx[:, None] + torch.where(params.flip[:, None], ar.flip(0), ar)
+    out = padded[torch.arange(n, device=dev)[:, None, None], rows[:, :, None], cols[:, None, :]]
+    if cutout:
+        in_r = (ar >= params.hole_y[:, None]) & (ar < params.hole_y[:, None] + cutout)
+        in_c = (ar >= params.hole_x[:, None]) & (ar < params.hole_x[:, None] + cutout)
+        mask = params.hole[:, None, None] & in_r[:, :, None] & in_c[:, None, :]
+        colour = torch.tensor(fill_colour() if fill is None else tuple(fill), dtype=out.dtype, device=dev)
+        out = torch.where(mask[..., None], colour, out)
+    return out
+
+# %% ../nbs/00_data.ipynb #82d39776
+class DeviceLoader:
+    """Batches of `split` made on `device` (default: the best available): the uint8 images live there,
+    and each batch is augmented there as a whole (`draw_augment_params` + `apply_augment`, the same
+    augmentations as `augmentations()`) and normalised. Shuffling and the per-batch seeds come from an
+    `EpochBatchSampler`, so batches are reproducible from `seed` and any epoch can be replayed (`set_epoch`).
+    `augment=False` gives plain normalised batches, e.g. for evaluation (pass `shuffle=False`)."""
+    def __init__(self, split: Split, batch_size: int = 512, *, device: torch.device | str | None = None,
+                 augment: bool = True, shuffle: bool | None = None, drop_last: bool | None = None, seed: int = 0,
+                 pad: int = 4, flip_p: float = 0.5, cutout: int = 16, cutout_p: float = 0.5,
+                 mean: Sequence[float] = CIFAR10_MEAN, std: Sequence[float] = CIFAR10_STD, channels_last: bool = False):
+        if batch_size < 1: raise DataError(f"batch_size must be at least 1; got {batch_size}")
+        if len(split) == 0: raise DataError("empty split: no images to load")
+        size = split.x.shape[1]
+        if split.x.shape[1] != split.x.shape[2]: raise DataError(f"DeviceLoader needs square images; got {split.x.shape[1:3]}")
+        _check_aug(size, pad, flip_p, cutout, cutout_p)
+        if device is None: device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.device = torch.device(device)
+        self.augment, self.size, self.pad, self.flip_p = augment, size, pad if augment else 0, flip_p
+        self.cutout, self.cutout_p, self.channels_last = cutout, cutout_p, channels_last
+        shuffle = augment if shuffle is None else shuffle
+        drop_last = (shuffle and len(split) >= batch_size) if drop_last is None else drop_last
+        self.batch_sampler = EpochBatchSampler(len(split), batch_size, seed=seed, shuffle=shuffle, drop_last=drop_last)
+        x = torch.from_numpy(np.ascontiguousarray(split.x)).to(self.device)   # (N, H, W, C) uint8
+        if self.pad:
+            ri = reflect_index(size, self.pad, self.device)
+            x = x[:, ri][:, :, ri]
+        self.x, self.y = x, torch.from_numpy(split.y).to(self.device)
+        self.fill = fill_colour(mean)
+        self.mean = torch.tensor(mean, device=self.device).mul(255)
+        self.std = torch.tensor(std, device=self.device).mul(255)
+
+    def __len__(self) -> int: return len(self.batch_sampler)
+
+    def _batch(self, batch: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        idx = torch.as_tensor(batch, device=self.device)
+        if self.augment:
+            g = torch.Generator(device=self.device).manual_seed(batch.seed)
+            params = draw_augment_params(len(batch), g, size=self.size, pad=self.pad, flip_p=self.flip_p,
+                                         cutout=self.cutout, cutout_p=self.cutout_p)
+            imgs = apply_augment(self.x[idx], params, size=self.size, cutout=self.cutout, fill=self.fill)
+        else:
+            imgs = self.x[idx]
+        imgs = ((imgs.float() - self.mean) / self.std).permute(0, 3, 1, 2)   # NHWC memory = channels_last NCHW
+        return (imgs if self.channels_last else imgs.contiguous()), self.y[idx]
+
+    def __iter__(self):
+        for batch in self.batch_sampler:
+            yield self._batch(batch)
