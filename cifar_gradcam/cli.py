@@ -19,13 +19,13 @@ import matplotlib
 import numpy as np
 import torch
 
-from .data import DataError, Split, load_cifar10, show_augmentations, show_samples, train_transforms
+from .data import (DataError, Split, eval_loader, load_cifar10, make_loaders, normalize_batch,
+                                show_augmentations, show_samples, train_transforms)
 from .gradcam import (NoMistakesError, compute_cams, get_predictions, mistake_titles, most_confused,
                                    plot_confusion_matrix, select_mistakes, show_cam_grid, show_mistakes)
-from .data import normalize_batch
 from .lr_finder import lr_range_test, plot_lr_finder
 from .model import GRADCAM_LAYERS, get_device, resnet18
-from .train import (CheckpointError, TrainConfig, TrainingDiverged, evaluate, fit, load_checkpoint,
+from .train import (LOADERS, CheckpointError, TrainConfig, TrainingDiverged, evaluate, fit, load_checkpoint, load_weights,
                                  per_class_table, plot_history, seed_everything)
 
 # %% ../nbs/05_cli.ipynb #6c394e1b
@@ -61,6 +61,11 @@ def build_parser() -> argparse.ArgumentParser:
             q.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
             q.add_argument("--stop-after", type=int, default=None, metavar="N",
                            help="stop after N epochs of this call (continue later with --resume)")
+            q.add_argument("--loader", choices=LOADERS, default="albumentations",
+                           help="where to augment: albumentations on CPU workers (default), or device: whole batches "
+                                "on the GPU, for big GPUs whose CPUs cannot keep up")
+            q.add_argument("--compile", action="store_true",
+                           help="torch.compile the model: faster epochs on a big GPU, after a minute of compiling")
 
     for name, helptext in (("run", "the whole pipeline into a report folder"), ("train", "train and save checkpoints")):
         q = sub.add_parser(name, help=helptext, description=helptext)
@@ -123,10 +128,9 @@ def _config(args, train: Split, device) -> TrainConfig:
         return TrainConfig(**load_checkpoint(last)["config"])
     cfg = TrainConfig(epochs=args.epochs or (SMOKE["epochs"] if args.smoke else 20),
                       batch_size=args.batch_size or (SMOKE["batch_size"] if args.smoke else 512),
-                      seed=args.seed, num_workers=args.workers)
+                      seed=args.seed, num_workers=args.workers, loader=args.loader, compile=args.compile)
     if args.max_lr is not None:
         return cfg.replace(max_lr=args.max_lr)
-    from cifar_gradcam.data import make_loaders
     seed_everything(args.seed)
     sweep = lr_range_test(resnet18(num_classes=len(train.classes)).to(device),
                           make_loaders(train, train, cfg.batch_size, seed=args.seed, num_workers=args.workers)[0],
@@ -138,7 +142,6 @@ def _config(args, train: Split, device) -> TrainConfig:
 
 
 def _metrics(model, test: Split, device, history=None, tta: bool = False, batch_size: int = 512, workers=None) -> dict:
-    from cifar_gradcam.data import eval_loader
     ev = evaluate(model, eval_loader(test, batch_size, num_workers=workers), test.classes, device=device, tta=tta)
     m = {"accuracy": ev["acc"], "test_loss": ev["loss"], "per_class_accuracy": ev["per_class"], "test_images": ev["n"],
          "device": str(device), "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else device.type}
@@ -215,9 +218,8 @@ def cmd_train(args, report: bool = False) -> dict:
 
 
 def _load(args):
-    ckpt = load_checkpoint(args.checkpoint)
-    model = resnet18(num_classes=int(ckpt.get("num_classes", 10)))
-    load_checkpoint(args.checkpoint, model)
+    ckpt = load_checkpoint(args.checkpoint)            # read once: the metadata, then the weights from it
+    model = load_weights(resnet18(num_classes=int(ckpt.get("num_classes", 10))), ckpt, args.checkpoint)
     device = get_device(args.device)
     _, test = load_cifar10(args.data)
     if args.smoke: test = test.limit(SMOKE["test_limit"])

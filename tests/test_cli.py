@@ -82,16 +82,18 @@ def test_ctrl_c_keeps_the_checkpoint_and_resume_finishes(tmp_path):
 
 def test_stop_after_then_resume(tmp_path):
     base = ["train", "--smoke", "--data", "synthetic", "--epochs", "2", "--max-lr", "0.05", "--out", str(tmp_path),
-            "--workers", "0"]
+            "--workers", "0", "--loader", "device"]
     assert main(base + ["--stop-after", "1"]) == 0
     assert len(json.loads((tmp_path / "history.json").read_text())) == 1
     assert main(base + ["--resume"]) == 0
     assert len(json.loads((tmp_path / "history.json").read_text())) == 2
+    assert json.loads((tmp_path / "config.json").read_text())["loader"] == "device"
 
 
 @pytest.mark.parametrize("args, message", [
     (["run", "--epochs", "many"], "invalid int value"),
     (["frobnicate"], "invalid choice"),
+    (["train", "--loader", "gpu"], "invalid choice"),
     (["train", "--data", "/nowhere/at/all", "--smoke"], "does not exist"),
     (["train", "--data", "cifar100", "--smoke"], "Unknown data source"),
     (["train", "--data", "synthetic", "--smoke", "--max-lr", "-1"], "max_lr=-1.0"),

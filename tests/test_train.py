@@ -31,6 +31,15 @@ def test_learns_synthetic_data_in_one_cpu_epoch(synthetic, tmp_path):
     assert (tmp_path / "history.csv").read_text().startswith("epoch,train_loss,train_acc,test_loss,test_acc,lr,seconds")
 
 
+def test_learns_with_augmentation_on_the_device(synthetic):
+    "The batched device path (here on the CPU) trains as well: same recipe, same learning test."
+    train, test = synthetic
+    T.seed_everything(0)
+    h = T.fit(resnet18(), train.limit(640), test, epochs=1, batch_size=32, max_lr=0.05, loader="device",
+              device="cpu", progress=False)
+    assert len(h) == 1 and h[0]["test_acc"] > 0.3, h.records  # chance is 0.1
+
+
 @pytest.mark.skipif(not SHARED_TAR.exists(), reason="real CIFAR-10 not present")
 def test_learns_real_cifar10_on_a_few_thousand_images(monkeypatch, tmp_path):
     monkeypatch.setenv("CIFAR_GRADCAM_CACHE", str(tmp_path / "cache"))
@@ -42,9 +51,10 @@ def test_learns_real_cifar10_on_a_few_thousand_images(monkeypatch, tmp_path):
     assert h[-1]["test_acc"] > 0.2, h.records  # chance is 0.1; this run gives about 0.30
 
 
-def test_resume_matches_a_run_that_never_stopped(synthetic, tmp_path):
+@pytest.mark.parametrize("loader", T.LOADERS)
+def test_resume_matches_a_run_that_never_stopped(synthetic, tmp_path, loader):
     train, test = synthetic[0].limit(192), synthetic[1].limit(64)
-    cfg = T.TrainConfig(epochs=2, batch_size=32, max_lr=0.05, num_workers=0)
+    cfg = T.TrainConfig(epochs=2, batch_size=32, max_lr=0.05, num_workers=0, loader=loader)
     T.seed_everything(0); a = resnet18()
     ha = T.fit(a, train, test, cfg, out_dir=tmp_path / "a", progress=False)
     T.seed_everything(0); b = resnet18()
@@ -116,3 +126,5 @@ def test_config_validation():
         T.TrainConfig(max_lr=-0.1)
     with pytest.raises(TypeError, match="unknown training setting"):
         T.TrainConfig().replace(lr=0.1)
+    with pytest.raises(ValueError, match="loader='gpu'"):
+        T.TrainConfig(loader="gpu")
