@@ -1,0 +1,206 @@
+"""Training speed on this machine's best device, piece by piece and end to end, with a baseline for each.
+
+1. loader alone: training images/s delivered as normalised batches *on the device*, augmentation included.
+   Baseline: the albumentations `DataLoader` of `make_loaders` (the lessons' default) with `--workers`
+   (default: `default_num_workers()`); against it: `DeviceLoader` (whole batches augmented on the device).
+2. model step alone: images/s of `train_step` (forward, loss, backward, SGD update) on a batch already on
+   the device. Baseline: float32; against it: channels_last, AMP (bfloat16 autocast), both, and both plus
+   `torch.compile` (on by default on CUDA, `--compile` elsewhere).
+3. end to end: `fit` for `--epochs` epochs on `--images` training images with each loader and the step
+   settings `fit` uses on this device; training images/s of the last epoch (the first pays for cudnn's
+   autotuning and compiling) and seconds per epoch including the evaluation.
+
+    python benchmarks/bench_train.py [--data synthetic|PATH] [--batch-size N] [--compile | --no-compile]
+
+Writes benchmarks/results/bench_train-<gpu or cpu>-<N>cpu.json. Defaults are sized for the device: on a
+CPU, small batches and few steps (a 2-core CPU trains about 40 images/s); on a GPU, the real recipe's batch
+of 512 and the whole training set. The sides alternate over `--rounds` rounds and the best round of each
+is kept, because shared machines are noisy.
+"""
+from __future__ import annotations
+
+import argparse
+import time
+from contextlib import contextmanager
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from _report import machine, versions, write
+from cifar_gradcam import data as D
+from cifar_gradcam.lr_finder import make_optimizer
+from cifar_gradcam.model import get_device, resnet18
+from cifar_gradcam.train import TrainConfig, fit, seed_everything, train_step
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda": torch.cuda.synchronize(device)
+
+
+@contextmanager
+def timer(device: torch.device, out: list):
+    sync(device); t0 = time.perf_counter()
+    yield
+    sync(device); out.append(time.perf_counter() - t0)
+
+
+def load(args) -> tuple[D.Split, D.Split]:
+    "Training images enough for both the loader and the end-to-end parts (each takes its own `limit`)."
+    n = max(args.images, args.loader_images)
+    if args.data == "synthetic":
+        return D.make_synthetic(n_train=n, n_test=args.test_images, seed=0)
+    train, test = D.load_cifar10(args.data)
+    return train.limit(n), test.limit(args.test_images)
+
+
+# ---------------------------------------------------------------- 1. loader alone
+def loader_images_per_s(make, device: torch.device, batches: int) -> float:
+    "Images/s of the first `batches` batches of a fresh epoch, each moved to the device (as `fit` does)."
+    loader = make()
+    it = iter(loader)
+    next(it)  # workers started, first batch made: not what a long run pays per batch
+    n, times = 0, []
+    with timer(device, times):
+        for _ in range(batches):
+            x, y = next(it)
+            x = x.to(device, non_blocking=True); y = y.to(device, non_blocking=True)
+            n += len(y)
+    return n / times[0]
+
+
+def bench_loaders(train: D.Split, device: torch.device, args) -> dict:
+    bs = args.loader_batch_size
+    train = train.limit(args.loader_images)
+    batches = min(args.loader_batches, len(train) // bs - 1)
+    if batches < 1: raise SystemExit(f"--loader-images {len(train)} gives no full batches of {bs} to time")
+    workers = D.default_num_workers() if args.workers is None else args.workers
+    sides = {
+        "albumentations_dataloader": lambda: D.make_loaders(train, train.limit(10), bs, num_workers=workers)[0],
+        "device_loader": lambda: D.DeviceLoader(train, bs, device=device,
+                                                channels_last=device.type == "cuda"),
+    }
+    best = {k: 0.0 for k in sides}
+    for _ in range(args.rounds):
+        for k, make in sides.items():
+            best[k] = max(best[k], loader_images_per_s(make, device, batches))
+    base = best["albumentations_dataloader"]
+    return {"batch_size": bs, "images": len(train), "batches": batches, "num_workers": workers,
+            "images_per_s": {k: round(v, 1) for k, v in best.items()},
+            "speedup_vs_albumentations": round(best["device_loader"] / base, 3)}
+
+
+# ---------------------------------------------------------------- 2. model step alone
+def step_variants(device: torch.device, compile_: bool) -> dict[str, dict]:
+    "The step settings to compare; AMP is bfloat16 where supported (always on a CPU), else float16 + scaling."
+    amp = torch.bfloat16 if device.type == "cpu" or torch.cuda.is_bf16_supported() else torch.float16
+    v = {"fp32": dict(dtype=None, cl=False, compile=False),
+         "channels_last": dict(dtype=None, cl=True, compile=False),
+         "amp": dict(dtype=amp, cl=False, compile=False),
+         "amp+channels_last": dict(dtype=amp, cl=True, compile=False)}
+    if compile_: v["amp+channels_last+compile"] = dict(dtype=amp, cl=True, compile=True)
+    return v
+
+
+def bench_steps(device: torch.device, args) -> dict:
+    seed_everything(0)
+    g = torch.Generator().manual_seed(0)
+    x0 = torch.randn(args.batch_size, 3, 32, 32, generator=g).to(device)
+    y = torch.randint(0, 10, (args.batch_size,), generator=g).to(device)
+    criterion = nn.CrossEntropyLoss(label_smoothing=0.1)
+    setups = {}
+    for name, v in step_variants(device, args.compile).items():
+        model = resnet18().to(device)
+        if v["cl"]: model = model.to(memory_format=torch.channels_last)
+        net = torch.compile(model) if v["compile"] else model
+        opt = make_optimizer(model, lr=0.05)
+        scaler = torch.amp.GradScaler(device.type, enabled=v["dtype"] == torch.float16)
+        x = x0.contiguous(memory_format=torch.channels_last) if v["cl"] else x0
+        t = []
+        with timer(device, t):  # warm-up: cudnn autotuning, compiling
+            for _ in range(args.warmup + (5 if v["compile"] else 0)):
+                train_step(net, x, y, criterion, opt, scaler, v["dtype"])
+        setups[name] = dict(net=net, opt=opt, scaler=scaler, x=x, dtype=v["dtype"], warmup_s=t[0], best=0.0)
+    for _ in range(args.rounds):
+        for name, s in setups.items():
+            t = []
+            with timer(device, t):
+                for _ in range(args.steps):
+                    train_step(s["net"], s["x"], y, criterion, s["opt"], s["scaler"], s["dtype"])
+            s["best"] = max(s["best"], args.steps * args.batch_size / t[0])
+    base = setups["fp32"]["best"]
+    return {"steps": args.steps, "warmup_steps": args.warmup,
+            "amp_dtype": str(next((s["dtype"] for s in setups.values() if s["dtype"] is not None), None)),
+            "images_per_s": {k: round(s["best"], 1) for k, s in setups.items()},
+            "speedup_vs_fp32": {k: round(s["best"] / base, 3) for k, s in setups.items()},
+            "warmup_seconds": {k: round(s["warmup_s"], 2) for k, s in setups.items()}}
+
+
+# ---------------------------------------------------------------- 3. end to end
+def bench_end_to_end(train: D.Split, test: D.Split, device: torch.device, args) -> dict:
+    train, out = train.limit(args.images), {}
+    for loader in ("albumentations", "device"):
+        seed_everything(0)
+        cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, max_lr=0.1, loader=loader,
+                          num_workers=args.workers, compile=args.compile and device.type == "cuda")
+        h = fit(resnet18(), train, test, cfg, device=device, progress=False)
+        trained = (len(train) // args.batch_size) * args.batch_size
+        last = h[-1]
+        out[loader] = {"train_images_per_s": round(trained / last["train_seconds"], 1),
+                       "seconds_per_epoch": round(last["seconds"], 3),
+                       "train_seconds_per_epoch": round(last["train_seconds"], 3),
+                       "first_epoch_seconds": round(h[0]["seconds"], 3),
+                       "test_acc_last_epoch": round(last["test_acc"], 4)}
+    out["speedup_device_vs_albumentations"] = round(
+        out["device"]["train_images_per_s"] / out["albumentations"]["train_images_per_s"], 3)
+    out["config"] = {"epochs": args.epochs, "batch_size": args.batch_size, "images": len(train),
+                     "test_images": len(test), "amp": device.type == "cuda", "channels_last": device.type == "cuda",
+                     "compile": args.compile and device.type == "cuda"}
+    return out
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--data", default="synthetic", help="synthetic (default) or the path of a CIFAR-10 folder/.tar.gz")
+    p.add_argument("--device", default=None, help="default: the best available")
+    p.add_argument("--batch-size", type=int, default=None, help="default 512 on a GPU, 32 on a CPU")
+    p.add_argument("--images", type=int, default=None, help="training images (default 45,000 on a GPU, 640 on a CPU)")
+    p.add_argument("--test-images", type=int, default=None, help="default 5,000 on a GPU, 128 on a CPU")
+    p.add_argument("--workers", type=int, default=None, help="albumentations loader workers (default: one per CPU, <= 12)")
+    p.add_argument("--loader-batches", type=int, default=None, help="batches timed per loader round")
+    p.add_argument("--loader-batch-size", type=int, default=512, help="batch size of the loader part (default 512)")
+    p.add_argument("--loader-images", type=int, default=None, help="images for the loader part (default 45,000 GPU, 20,000 CPU)")
+    p.add_argument("--steps", type=int, default=None, help="timed steps per model-step round")
+    p.add_argument("--warmup", type=int, default=None, help="untimed steps before timing each step variant")
+    p.add_argument("--rounds", type=int, default=None, help="alternating rounds; the best of each side is kept")
+    p.add_argument("--epochs", type=int, default=None, help="end-to-end epochs per loader (default 3 GPU, 2 CPU)")
+    p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
+                   help="include torch.compile (default: on CUDA only; compiling on a small CPU takes minutes)")
+    p.add_argument("--only", nargs="+", choices=["loader", "step", "end_to_end"], default=None)
+    args = p.parse_args()
+    device = get_device(args.device, verbose=False)
+    gpu = device.type == "cuda"
+    defaults = dict(batch_size=512 if gpu else 32, images=45_000 if gpu else 640, loader_images=45_000 if gpu else 20_000, test_images=5_000 if gpu else 128,
+                    loader_batches=80 if gpu else 20, steps=30 if gpu else 3, warmup=5 if gpu else 1,
+                    rounds=3, epochs=3 if gpu else 2, compile=gpu)
+    for k, v in defaults.items():
+        if getattr(args, k) is None: setattr(args, k, v)
+    parts = args.only or ["loader", "step", "end_to_end"]
+    train, test = load(args)
+    print(f"{device}: {len(train)} training / {len(test)} test images, batch {args.batch_size}")
+    report = {"benchmark": "bench_train", "what": "training images/s: loader alone, model step alone, end to end",
+              "device": str(device), "data": str(args.data), "batch_size": args.batch_size,
+              "rounds": args.rounds, "machine": machine(),
+              "versions": {**versions("torch", "torchvision", "albumentations", "numpy"),
+                           "cuda": torch.version.cuda, "cudnn": torch.backends.cudnn.version() if gpu else None}}
+    if "loader" in parts:
+        report["loader"] = bench_loaders(train, device, args); print("loader:", report["loader"])
+    if "step" in parts:
+        report["step"] = bench_steps(device, args); print("step:", report["step"])
+    if "end_to_end" in parts:
+        report["end_to_end"] = bench_end_to_end(train, test, device, args); print("end to end:", report["end_to_end"])
+    write("bench_train", report)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,104 @@
+"""The full training run, timed: seconds per epoch and validation accuracy of the default recipe.
+
+Trains a fresh ResNet-18 with `TrainConfig()` (20 epochs; change single settings with --set) on the
+training split of the real CIFAR-10 set and evaluates on the 5,000-image validation split after every
+epoch, then once more with flip TTA. Reports seconds per epoch (all of them, and the median of epochs
+2.., since the first pays for cudnn's autotuning and any compiling), training images/s, wall time, and
+the final and best accuracy.
+
+    python benchmarks/full_run.py --data ../shared/data/cifar10-jpeg-train.tar.gz --loader device --compile
+    python benchmarks/full_run.py --data synthetic --epochs 2 --limit 640 --set batch_size=32   # a CPU check
+
+Writes benchmarks/results/full_run-<gpu or cpu>-<N>cpu.json (--name changes the first part).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from dataclasses import asdict, fields
+
+import torch
+
+from _report import machine, versions, write
+from cifar_gradcam import data as D
+from cifar_gradcam.model import get_device, resnet18
+from cifar_gradcam.train import TrainConfig, evaluate, fit, seed_everything
+
+
+def parse_set(items: list[str]) -> dict:
+    "`key=value` pairs into TrainConfig overrides, each value parsed as JSON (numbers, true/false, null) or kept as text."
+    known = {f.name for f in fields(TrainConfig)}
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or key not in known:
+            raise SystemExit(f"--set {item!r}: expected key=value with key one of {sorted(known)}")
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value
+    return out
+
+
+def _summary(h, train: D.Split, config: TrainConfig) -> dict:
+    secs = [r["seconds"] for r in h.records]
+    train_secs = [r["train_seconds"] for r in h.records]
+    steady = secs[1:] or secs
+    trained = (len(train) // config.batch_size) * config.batch_size
+    return {"seconds_per_epoch": [round(s, 3) for s in secs],
+            "median_seconds_per_epoch_after_first": round(statistics.median(steady), 3),
+            "median_train_images_per_s_after_first": round(trained / statistics.median(train_secs[1:] or train_secs), 1),
+            "final_val_acc": h[-1]["test_acc"], "best_val_acc": h.best["test_acc"], "best_epoch": h.best["epoch"]}
+
+
+def run(train: D.Split, val: D.Split, config: TrainConfig, device: torch.device, progress: bool = True) -> dict:
+    "Train a fresh model with `config`; its per-epoch figures, and the final model's accuracy without and with flip TTA."
+    seed_everything(config.seed)
+    model = resnet18(num_classes=len(train.classes))
+    t0 = time.perf_counter()
+    h = fit(model, train, val, config, device=device, progress=progress)
+    wall = time.perf_counter() - t0
+    out = {"history": h.records, "wall_seconds": round(wall, 2), **_summary(h, train, config)}
+    if device.type == "cuda": loader = D.DeviceLoader(val, 1024, device=device, augment=False, channels_last=True)
+    else: loader = D.eval_loader(val, 1024, num_workers=config.num_workers)
+    out["final_val_acc_plain"] = evaluate(model, loader, device=device)["acc"]
+    out["final_val_acc_flip_tta"] = evaluate(model, loader, device=device, tta=True)["acc"]
+    return out
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--data", required=True, help="path of the CIFAR-10 folder/.tar.gz, or synthetic")
+    p.add_argument("--device", default=None)
+    p.add_argument("--epochs", type=int, default=None, help="default: TrainConfig's (20)")
+    p.add_argument("--limit", type=int, default=None, help="use at most N training images (a quick check)")
+    p.add_argument("--loader", choices=["albumentations", "device"], default=None)
+    p.add_argument("--compile", action="store_true")
+    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="other TrainConfig settings")
+    p.add_argument("--name", default="full_run")
+    args = p.parse_args()
+    over = parse_set(args.set)
+    if args.epochs: over["epochs"] = args.epochs
+    if args.loader: over["loader"] = args.loader
+    if args.compile: over["compile"] = True
+    config = TrainConfig(**over)
+    device = get_device(args.device, verbose=False)
+    if args.data == "synthetic": train, val = D.make_synthetic(n_train=args.limit or 5000, n_test=1000, seed=0)
+    else: train, val = D.load_cifar10(args.data)
+    train = train.limit(args.limit)
+    print(f"{device}: {len(train)} training / {len(val)} validation images; {config}")
+    res = run(train, val, config, device)
+    print(f"median {res['median_seconds_per_epoch_after_first']} s/epoch after the first "
+          f"({res['median_train_images_per_s_after_first']:,.0f} training images/s); final val acc "
+          f"{res['final_val_acc_plain']:.2%}, with flip TTA {res['final_val_acc_flip_tta']:.2%}; wall {res['wall_seconds']} s")
+    report = {"benchmark": args.name, "what": "the full training run: seconds per epoch and validation accuracy",
+              "data": str(args.data), "train_images": len(train), "val_images": len(val), "device": str(device),
+              "config": asdict(config), **res, "machine": machine(),
+              "versions": {**versions("torch", "torchvision", "albumentations", "numpy"), "cuda": torch.version.cuda}}
+    write(args.name, report)
+
+
+if __name__ == "__main__":
+    main()
