@@ -19,8 +19,8 @@ import matplotlib
 import numpy as np
 import torch
 
-from .data import (DataError, Split, eval_loader, load_cifar10, make_loaders, normalize_batch,
-                                show_augmentations, show_samples, train_transforms)
+from .data import (DataError, Split, eval_loader, load_cifar10, normalize_batch, show_augmentations,
+                                show_samples, train_loader, train_transforms)
 from .gradcam import (NoMistakesError, compute_cams, get_predictions, mistake_titles, most_confused,
                                    plot_confusion_matrix, select_mistakes, show_cam_grid, show_mistakes)
 from .lr_finder import lr_range_test, plot_lr_finder
@@ -133,7 +133,7 @@ def _config(args, train: Split, device) -> TrainConfig:
         return cfg.replace(max_lr=args.max_lr)
     seed_everything(args.seed)
     sweep = lr_range_test(resnet18(num_classes=len(train.classes)).to(device),
-                          make_loaders(train, train, cfg.batch_size, seed=args.seed, num_workers=args.workers)[0],
+                          train_loader(train, cfg.batch_size, seed=args.seed, num_workers=args.workers),
                           num_iter=SMOKE["lr_iters"] if args.smoke else 100, device=device)
     args._sweep = sweep
     print(f"LR finder: max_lr = {sweep.lr:.3g} ({sweep.rule}); suggestions "

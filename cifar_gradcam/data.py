@@ -7,8 +7,8 @@ __all__ = ['CIFAR10_CLASSES', 'CIFAR10_MEAN', 'CIFAR10_STD', 'IMAGE_EXTENSIONS',
            'DataError', 'Split', 'train_val_split', 'make_synthetic', 'load_cifar10', 'channel_stats', 'denormalize',
            'to_display', 'show_images', 'show_samples', 'show_per_class', 'show_channels', 'augmentations',
            'train_transforms', 'test_transforms', 'show_augmentations', 'normalize_batch', 'SeededBatch',
-           'CifarDataset', 'EpochBatchSampler', 'default_num_workers', 'eval_loader', 'make_loaders', 'reflect_index',
-           'fill_colour', 'AugmentParams', 'draw_augment_params', 'apply_augment', 'DeviceLoader']
+           'CifarDataset', 'EpochBatchSampler', 'default_num_workers', 'eval_loader', 'train_loader', 'make_loaders',
+           'reflect_index', 'fill_colour', 'AugmentParams', 'draw_augment_params', 'apply_augment', 'DeviceLoader']
 
 # %% ../nbs/00_data.ipynb #9288ad10
 import hashlib
@@ -519,25 +519,35 @@ def eval_loader(split: Split, batch_size: int = 1024, num_workers: int | None = 
                       persistent_workers=num_workers > 0, worker_init_fn=_seed_worker)
 
 
+def train_loader(train: Split, batch_size: int = 512, *, seed: int = 0, num_workers: int | None = None,
+                 augment: A.Compose | None = None, mean: Sequence[float] = CIFAR10_MEAN,
+                 std: Sequence[float] = CIFAR10_STD, pin_memory: bool | None = None) -> DataLoader:
+    """The training `DataLoader`: batches from an `EpochBatchSampler` (shuffled and augmented with `augment`,
+    default `augmentations()`, reproducibly from `seed`), full batches only when there is at least one, so
+    BatchNorm never sees a batch of one. Workers default to `default_num_workers()`; pinned memory to
+    whether CUDA is present."""
+    if batch_size < 1: raise DataError(f"batch_size must be at least 1; got {batch_size}")
+    if len(train) == 0: raise DataError("empty split: no training images")
+    num_workers = default_num_workers() if num_workers is None else num_workers
+    pin_memory = torch.cuda.is_available() if pin_memory is None else pin_memory
+    augment = augmentations(mean=mean) if augment is None else augment
+    extra = dict(prefetch_factor=4) if num_workers > 0 else {}
+    sampler = EpochBatchSampler(len(train), batch_size, seed=seed, drop_last=len(train) >= batch_size)
+    return DataLoader(CifarDataset(train, augment, mean, std), batch_sampler=sampler, num_workers=num_workers,
+                      pin_memory=pin_memory, collate_fn=_collate_batch, persistent_workers=num_workers > 0,
+                      worker_init_fn=_seed_worker, **extra)
+
+
 def make_loaders(train: Split, test: Split, batch_size: int = 512, *, seed: int = 0,
                  num_workers: int | None = None, augment: A.Compose | None = None,
                  mean: Sequence[float] = CIFAR10_MEAN, std: Sequence[float] = CIFAR10_STD,
                  pin_memory: bool | None = None, test_batch_size: int | None = None) -> tuple[DataLoader, DataLoader]:
-    """Training and test `DataLoader`s. Training batches come from an `EpochBatchSampler` (shuffled and
-    augmented with `augment`, default `augmentations()`, reproducibly from `seed`); test batches are only
-    normalised. Training uses full batches only (when there is at least one), so BatchNorm never sees a
-    batch of one. Workers default to `default_num_workers()`; pinned memory to whether CUDA is present."""
-    if batch_size < 1: raise DataError(f"batch_size must be at least 1; got {batch_size}")
+    """Training and test `DataLoader`s: `train_loader` (shuffled, augmented, seeded) and `eval_loader`
+    (in order, only normalised; batches of `test_batch_size`, default twice `batch_size`)."""
     if len(train) == 0 or len(test) == 0:
         raise DataError(f"empty split: {len(train)} training and {len(test)} test images")
-    num_workers = default_num_workers() if num_workers is None else num_workers
-    pin_memory = torch.cuda.is_available() if pin_memory is None else pin_memory
-    augment = augmentations(mean=mean) if augment is None else augment
-    common = dict(num_workers=num_workers, pin_memory=pin_memory, collate_fn=_collate_batch,
-                  persistent_workers=num_workers > 0, worker_init_fn=_seed_worker)
-    if num_workers > 0: common["prefetch_factor"] = 4
-    sampler = EpochBatchSampler(len(train), batch_size, seed=seed, drop_last=len(train) >= batch_size)
-    train_dl = DataLoader(CifarDataset(train, augment, mean, std), batch_sampler=sampler, **common)
+    train_dl = train_loader(train, batch_size, seed=seed, num_workers=num_workers, augment=augment, mean=mean,
+                            std=std, pin_memory=pin_memory)
     test_dl = eval_loader(test, test_batch_size or 2 * batch_size, num_workers, mean, std, pin_memory)
     return train_dl, test_dl
 

@@ -25,7 +25,7 @@ from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
 from .data import Split, eval_loader, normalize_batch, show_images, to_display
 from .model import GRADCAM_LAYERS, _unwrap, gradcam_layer, resnet18
-from .train import predict
+from .train import confusion_matrix, per_class_accuracy, predict
 
 # %% ../nbs/04_gradcam.ipynb #8230ab1c
 @dataclass
@@ -46,13 +46,11 @@ class Predictions:
 
     def confusion(self) -> np.ndarray:
         "Counts: row = true class, column = predicted class."
-        k = len(self.classes)
-        return np.bincount(self.labels * k + self.preds, minlength=k * k).reshape(k, k)
+        return confusion_matrix(self.labels, self.preds, len(self.classes))
 
     def per_class(self) -> dict[str, float]:
         "Accuracy of each true class."
-        cm = self.confusion()
-        return {c: float(cm[i, i] / cm[i].sum()) if cm[i].sum() else float("nan") for i, c in enumerate(self.classes)}
+        return per_class_accuracy(self.confusion(), self.classes)
 
 
 def get_predictions(model: nn.Module, split: Split, batch_size: int = 512, device=None, tta: bool = False,

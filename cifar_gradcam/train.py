@@ -4,8 +4,8 @@
 
 # %% auto #0
 __all__ = ['LOADERS', 'CHECKPOINT_FORMAT', 'seed_everything', 'TrainConfig', 'TrainingDiverged', 'train_step', 'predict',
-           'evaluate', 'per_class_table', 'save_checkpoint', 'CheckpointError', 'load_checkpoint', 'load_weights',
-           'History', 'fit', 'plot_history']
+           'evaluate', 'confusion_matrix', 'per_class_accuracy', 'per_class_table', 'save_checkpoint',
+           'CheckpointError', 'load_checkpoint', 'load_weights', 'History', 'fit', 'plot_history']
 
 # %% ../nbs/03_training.ipynb #be416878
 import csv
@@ -170,11 +170,19 @@ def evaluate(model: nn.Module, loader: DataLoader, classes: Sequence[str] | None
     loss = nn.functional.nll_loss(probs.clamp_min(1e-12).log(), y).item()
     k = probs.shape[1]
     classes = list(classes) if classes is not None else [str(i) for i in range(k)]
-    per_class = {}
-    for c in range(k):
-        m = y == c
-        per_class[classes[c]] = (pred[m] == c).float().mean().item() if m.any() else float("nan")
+    per_class = per_class_accuracy(confusion_matrix(y.numpy(), pred.numpy(), k), classes)
     return {"loss": loss, "acc": (pred == y).float().mean().item(), "per_class": per_class, "n": len(y)}
+
+
+def confusion_matrix(labels: np.ndarray, preds: np.ndarray, num_classes: int) -> np.ndarray:
+    "Counts of (true, predicted) pairs as a (num_classes, num_classes) array: row = true class, column = predicted."
+    labels, preds = np.asarray(labels, dtype=np.int64), np.asarray(preds, dtype=np.int64)
+    return np.bincount(labels * num_classes + preds, minlength=num_classes ** 2).reshape(num_classes, num_classes)
+
+
+def per_class_accuracy(cm: np.ndarray, classes: Sequence[str]) -> dict[str, float]:
+    "The accuracy of each true class from a confusion matrix `cm` (NaN for a class without images)."
+    return {c: float(cm[i, i] / cm[i].sum()) if cm[i].sum() else float("nan") for i, c in enumerate(classes)}
 
 
 def per_class_table(per_class: dict[str, float]) -> str:

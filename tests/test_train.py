@@ -40,6 +40,17 @@ def test_learns_with_augmentation_on_the_device(synthetic):
     assert len(h) == 1 and h[0]["test_acc"] > 0.3, h.records  # chance is 0.1
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("loader", T.LOADERS)
+def test_gpu_fast_path_learns(synthetic, loader):
+    "On a GPU: AMP, channels_last and torch.compile on, with either loader; the model still learns."
+    train, test = synthetic
+    T.seed_everything(0)
+    h = T.fit(resnet18(), train, test, epochs=3, batch_size=64, max_lr=0.1, loader=loader, compile=True,
+              device="cuda", progress=False)
+    assert h[-1]["test_acc"] > 0.4, h.records  # chance is 0.1
+
+
 @pytest.mark.skipif(not SHARED_TAR.exists(), reason="real CIFAR-10 not present")
 def test_learns_real_cifar10_on_a_few_thousand_images(monkeypatch, tmp_path):
     monkeypatch.setenv("CIFAR_GRADCAM_CACHE", str(tmp_path / "cache"))
@@ -113,6 +124,17 @@ def test_evaluate_restores_mode_and_tta(synthetic):
     assert model.training and ev["n"] == 40 and set(ev["per_class"]) == set(test.classes)
     ev2 = T.evaluate(model, dl, test.classes, tta=True)
     assert 0 <= ev2["acc"] <= 1 and ev2["loss"] > 0
+    # per-class accuracies, weighted by each class's share of the images, make up the overall accuracy
+    counts = test.class_counts()
+    weighted = sum(ev["per_class"][c] * counts[c] for c in counts if counts[c]) / ev["n"]
+    assert weighted == pytest.approx(ev["acc"], abs=1e-6)
+
+
+def test_confusion_matrix_and_per_class_accuracy():
+    cm = T.confusion_matrix([0, 1, 1, 2, 2, 2], [0, 1, 0, 2, 2, 1], 4)
+    assert cm.tolist() == [[1, 0, 0, 0], [1, 1, 0, 0], [0, 1, 2, 0], [0, 0, 0, 0]]
+    acc = T.per_class_accuracy(cm, ["a", "b", "c", "d"])
+    assert acc["a"] == 1 and acc["b"] == 0.5 and acc["c"] == pytest.approx(2 / 3) and acc["d"] != acc["d"]  # NaN
 
 
 def test_too_few_steps_for_onecycle(synthetic):
