@@ -10,6 +10,7 @@ from cifar_gradcam import data as D
 
 S, PAD, HOLE = 32, 4, 16
 N = 4000  # draws per path for the distribution tests
+DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA"))]
 
 
 def coordinate_image() -> np.ndarray:
@@ -50,21 +51,22 @@ def albumentations_draws(n: int, seed: int = 0, **kw) -> np.ndarray:
     return np.stack([aug(image=img)["image"] for _ in range(n)])
 
 
-def device_draws(n: int, seed: int = 0, **kw) -> np.ndarray:
-    padded = D.DeviceLoader(D.Split(coordinate_image()[None], np.zeros(1, np.int64), ("x",)), 1, device="cpu").x
-    params = D.draw_augment_params(n, torch.Generator().manual_seed(seed), **kw)
-    return D.apply_augment(padded.expand(n, -1, -1, -1), params, cutout=kw.get("cutout", HOLE)).numpy()
+def device_draws(n: int, seed: int = 0, device: str = "cpu", **kw) -> np.ndarray:
+    padded = D.DeviceLoader(D.Split(coordinate_image()[None], np.zeros(1, np.int64), ("x",)), 1, device=device).x
+    params = D.draw_augment_params(n, torch.Generator(device=device).manual_seed(seed), **kw)
+    return D.apply_augment(padded.expand(n, -1, -1, -1), params, cutout=kw.get("cutout", HOLE)).cpu().numpy()
 
 
-def test_same_choices_give_the_same_pixels_as_albumentations():
+@pytest.mark.parametrize("device", DEVICES)
+def test_same_choices_give_the_same_pixels_as_albumentations(device):
     out = albumentations_draws(300, seed=1)
     d = decode(out)
     assert d["hole"].sum() > 100 and d["flip"].sum() > 100  # the draws exercise every branch
-    params = D.AugmentParams(*(torch.as_tensor(d[k]) for k in ("dy", "dx")),
-                             torch.as_tensor(d["flip"]).bool(), torch.as_tensor(d["hole"]).bool(),
-                             torch.as_tensor(d["hole_y"]).clamp_min(0), torch.as_tensor(d["hole_x"]).clamp_min(0))
-    padded = D.DeviceLoader(D.Split(coordinate_image()[None], np.zeros(1, np.int64), ("x",)), 1, device="cpu").x
-    mine = D.apply_augment(padded.expand(len(out), -1, -1, -1), params).numpy()
+    t = lambda k: torch.as_tensor(d[k], device=device)
+    params = D.AugmentParams(t("dy"), t("dx"), t("flip").bool(), t("hole").bool(), t("hole_y").clamp_min(0),
+                             t("hole_x").clamp_min(0))
+    padded = D.DeviceLoader(D.Split(coordinate_image()[None], np.zeros(1, np.int64), ("x",)), 1, device=device).x
+    mine = D.apply_augment(padded.expand(len(out), -1, -1, -1), params).cpu().numpy()
     np.testing.assert_array_equal(mine, out)
 
 
@@ -93,9 +95,11 @@ def _marginals(d: dict) -> dict[str, tuple[np.ndarray, np.ndarray]]:
             "hole_x": (np.bincount(d["hole_x"][has], minlength=17), np.full(17, 1 / 17))}
 
 
-@pytest.fixture(scope="module")
-def decoded():
-    return {"albumentations": decode(albumentations_draws(N, seed=0)), "device": decode(device_draws(N, seed=0))}
+@pytest.fixture(scope="module", params=DEVICES)
+def decoded(request):
+    "Decoded choices of N draws from albumentations, and from the batched path on each device."
+    return {"albumentations": decode(albumentations_draws(N, seed=0)),
+            "device": decode(device_draws(N, seed=0, device=request.param))}
 
 
 @pytest.mark.parametrize("path", ["albumentations", "device"])
