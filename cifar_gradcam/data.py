@@ -653,11 +653,10 @@ class DeviceLoader:
 
     def __len__(self) -> int: return len(self.batch_sampler)
 
-    def _batch(self, batch: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
-        idx = torch.as_tensor(batch, device=self.device)
+    def _batch(self, idx: torch.Tensor, seed: int | None) -> tuple[torch.Tensor, torch.Tensor]:
         if self.augment:
-            g = torch.Generator(device=self.device).manual_seed(batch.seed)
-            params = draw_augment_params(len(batch), g, size=self.size, pad=self.pad, flip_p=self.flip_p,
+            g = torch.Generator(device=self.device).manual_seed(seed)
+            params = draw_augment_params(len(idx), g, size=self.size, pad=self.pad, flip_p=self.flip_p,
                                          cutout=self.cutout, cutout_p=self.cutout_p)
             imgs = apply_augment(self.x[idx], params, size=self.size, cutout=self.cutout, fill=self.fill)
         else:
@@ -666,5 +665,14 @@ class DeviceLoader:
         return (imgs if self.channels_last else imgs.contiguous()), self.y[idx]
 
     def __iter__(self):
-        for batch in self.batch_sampler:
-            yield self._batch(batch)
+        # The whole epoch's indices go to the device in one asynchronous copy: a copy per batch from a
+        # Python list would make the CPU wait for the GPU to finish the previous step every time.
+        batches = list(self.batch_sampler)
+        if not batches: return
+        order = torch.tensor([i for b in batches for i in b], dtype=torch.int64)
+        if self.device.type == "cuda": order = order.pin_memory()
+        order = order.to(self.device, non_blocking=True)
+        start = 0
+        for b in batches:
+            yield self._batch(order[start:start + len(b)], b.seed)
+            start += len(b)

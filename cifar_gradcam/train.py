@@ -330,7 +330,7 @@ def fit(model: nn.Module, train: Split, test: Split, config: TrainConfig | None 
     history, start, best_acc = History([]), 0, -1.0
 
     if resume:
-        ckpt = load_checkpoint(out / "last.pt", model, map_location=device)
+        ckpt = load_checkpoint(out / "last.pt", model, map_location="cpu")  # RNG states must stay on the CPU
         saved = ckpt["config"]
         diff = {k: (saved.get(k), getattr(cfg, k)) for k in _RECIPE_KEYS if saved.get(k) != getattr(cfg, k)}
         if diff:
