@@ -55,11 +55,13 @@ def load(args) -> tuple[D.Split, D.Split]:
 
 
 # ---------------------------------------------------------------- 1. loader alone
-def loader_images_per_s(make, device: torch.device, batches: int) -> float:
-    "Images/s of the first `batches` batches of a fresh epoch, each moved to the device (as `fit` does)."
+def loader_images_per_s(make, device: torch.device, batches: int, skip: int) -> float:
+    """Images/s of `batches` batches of a fresh epoch, each moved to the device (as `fit` does), after
+    `skip` untimed ones: workers all start together, so the first batches arrive nearly at once and would
+    flatter a loader with many workers."""
     loader = make()
     it = iter(loader)
-    next(it)  # workers started, first batch made: not what a long run pays per batch
+    for _ in range(skip): next(it)
     n, times = 0, []
     with timer(device, times):
         for _ in range(batches):
@@ -72,9 +74,10 @@ def loader_images_per_s(make, device: torch.device, batches: int) -> float:
 def bench_loaders(train: D.Split, device: torch.device, args) -> dict:
     bs = args.loader_batch_size
     train = train.limit(args.loader_images)
-    batches = min(args.loader_batches, len(train) // bs - 1)
-    if batches < 1: raise SystemExit(f"--loader-images {len(train)} gives no full batches of {bs} to time")
     workers = D.default_num_workers() if args.workers is None else args.workers
+    skip = {"albumentations_dataloader": 2 * workers + 1, "device_loader": 1}
+    batches = min(args.loader_batches, len(train) // bs - max(skip.values()))
+    if batches < 1: raise SystemExit(f"--loader-images {len(train)} gives no full batches of {bs} to time")
     sides = {
         "albumentations_dataloader": lambda: D.make_loaders(train, train.limit(10), bs, num_workers=workers)[0],
         "device_loader": lambda: D.DeviceLoader(train, bs, device=device,
@@ -83,9 +86,10 @@ def bench_loaders(train: D.Split, device: torch.device, args) -> dict:
     best = {k: 0.0 for k in sides}
     for _ in range(args.rounds):
         for k, make in sides.items():
-            best[k] = max(best[k], loader_images_per_s(make, device, batches))
+            best[k] = max(best[k], loader_images_per_s(make, device, batches, skip[k]))
     base = best["albumentations_dataloader"]
-    return {"batch_size": bs, "images": len(train), "batches": batches, "num_workers": workers,
+    return {"batch_size": bs, "images": len(train), "batches": batches, "untimed_first_batches": skip,
+            "num_workers": workers,
             "images_per_s": {k: round(v, 1) for k, v in best.items()},
             "speedup_vs_albumentations": round(best["device_loader"] / base, 3)}
 
@@ -181,11 +185,12 @@ def main():
     device = get_device(args.device, verbose=False)
     gpu = device.type == "cuda"
     defaults = dict(batch_size=512 if gpu else 32, images=45_000 if gpu else 640, loader_images=45_000 if gpu else 20_000, test_images=5_000 if gpu else 128,
-                    loader_batches=80 if gpu else 20, steps=30 if gpu else 3, warmup=5 if gpu else 1,
+                    loader_batches=60 if gpu else 20, steps=30 if gpu else 3, warmup=5 if gpu else 1,
                     rounds=3, epochs=3 if gpu else 2, compile=gpu)
     for k, v in defaults.items():
         if getattr(args, k) is None: setattr(args, k, v)
     parts = args.only or ["loader", "step", "end_to_end"]
+    if gpu: torch.backends.cudnn.benchmark = True  # as fit sets it: every part runs autotuned convolutions
     train, test = load(args)
     print(f"{device}: {len(train)} training / {len(test)} test images, batch {args.batch_size}")
     report = {"benchmark": "bench_train", "what": "training images/s: loader alone, model step alone, end to end",

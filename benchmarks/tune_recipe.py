@@ -9,8 +9,10 @@ without flip TTA. Needs a GPU: a run there takes about a minute, on a 2-core CPU
     python benchmarks/tune_recipe.py ... --seeds 0 1                            # repeat for the noise level
 
 The JSON (benchmarks/results/tune_recipe-<gpu>-<N>cpu.json) is rewritten after every run, so a run cut
-short keeps what it finished. Only the validation split is used: it is what we tune on *and* what we
-report, so differences smaller than the seed-to-seed spread (see --seeds) are not real.
+short keeps what it finished. Only the validation split is used: the 5,000 training images that
+`load_cifar10` holds out of an archive without test/ (the shared training set), or with --holdout 5,000
+held out here (for sources with a test split of their own). It is what we tune on *and* what we report,
+so differences smaller than the seed-to-seed spread (see --seeds) are not real.
 """
 from __future__ import annotations
 
@@ -43,12 +45,19 @@ def main():
     p.add_argument("--epochs", type=int, default=None, help="default: TrainConfig's (20)")
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="change the base recipe too")
     p.add_argument("--limit", type=int, default=None, help="use at most N training images (a quick check)")
+    p.add_argument("--holdout", action="store_true",
+                   help="tune on 5,000 images held out of the training split; needed when --data has a test split "
+                        "of its own (torchvision, a folder with test/), so that the test set stays unseen")
     args = p.parse_args()
     device = get_device(args.device, verbose=False)
+    if args.data == "torchvision" and not args.holdout:
+        raise SystemExit("--data torchvision brings the real test set: add --holdout to tune on a validation split")
     train, val = D.load_cifar10(args.data)
+    if args.holdout: train, val = D.train_val_split(train, 5000 if len(train) > 10_000 else None)  # else 10%
+    print(f"tuning on {len(val)} validation images, training on {len(train)}")
     train = train.limit(args.limit)
-    base = dict(loader=args.loader, compile=args.compile, **({"epochs": args.epochs} if args.epochs else {}),
-                **parse_set(args.set))
+    base = {"loader": args.loader, "compile": args.compile, **({"epochs": args.epochs} if args.epochs else {}),
+            **parse_set(args.set)}
     todo = ["(default)"] + (args.only if args.only is not None else CANDIDATES)
     report = {"benchmark": "tune_recipe", "what": "one-setting-at-a-time changes to TrainConfig(), final val accuracy",
               "data": args.data, "train_images": len(train), "val_images": len(val), "base": asdict(TrainConfig(**base)), "runs": [], "machine": machine(),
