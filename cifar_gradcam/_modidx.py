@@ -197,5 +197,6 @@ d = { 'settings': { 'branch': 'main',
                                      'cifar_gradcam.train.plot_history': ('training.html#plot_history', 'cifar_gradcam/train.py'),
                                      'cifar_gradcam.train.predict': ('training.html#predict', 'cifar_gradcam/train.py'),
                                      'cifar_gradcam.train.save_checkpoint': ('training.html#save_checkpoint', 'cifar_gradcam/train.py'),
+                                     'cifar_gradcam.train.score': ('training.html#score', 'cifar_gradcam/train.py'),
                                      'cifar_gradcam.train.seed_everything': ('training.html#seed_everything', 'cifar_gradcam/train.py'),
                                      'cifar_gradcam.train.train_step': ('training.html#train_step', 'cifar_gradcam/train.py')}}}

@@ -19,14 +19,14 @@ import matplotlib
 import numpy as np
 import torch
 
-from .data import (DataError, Split, eval_loader, load_cifar10, normalize_batch, show_augmentations,
-                                show_samples, train_loader, train_transforms)
-from .gradcam import (NoMistakesError, compute_cams, get_predictions, mistake_titles, most_confused,
+from .data import (DataError, Split, load_cifar10, normalize_batch, show_augmentations, show_samples,
+                                train_loader, train_transforms)
+from .gradcam import (NoMistakesError, Predictions, compute_cams, get_predictions, mistake_titles, most_confused,
                                    plot_confusion_matrix, select_mistakes, show_cam_grid, show_mistakes)
 from .lr_finder import lr_range_test, plot_lr_finder
 from .model import GRADCAM_LAYERS, get_device, resnet18
-from .train import (LOADERS, CheckpointError, TrainConfig, TrainingDiverged, evaluate, fit, load_checkpoint, load_weights,
-                                 per_class_table, plot_history, seed_everything)
+from .train import (LOADERS, CheckpointError, TrainConfig, TrainingDiverged, fit, load_checkpoint, load_weights,
+                                 per_class_table, plot_history, score, seed_everything)
 
 # %% ../nbs/05_cli.ipynb #6c394e1b
 class UsageError(Exception):
@@ -141,8 +141,9 @@ def _config(args, train: Split, device) -> TrainConfig:
     return cfg.replace(max_lr=sweep.lr)
 
 
-def _metrics(model, test: Split, device, history=None, tta: bool = False, batch_size: int = 512, workers=None) -> dict:
-    ev = evaluate(model, eval_loader(test, batch_size, num_workers=workers), test.classes, device=device, tta=tta)
+def _metrics(P: Predictions, device, history=None) -> dict:
+    "The metrics of predictions `P` (one pass over the test split, shared with the Grad-CAM figures)."
+    ev = score(P.probs, P.labels, P.classes)
     m = {"accuracy": ev["acc"], "test_loss": ev["loss"], "per_class_accuracy": ev["per_class"], "test_images": ev["n"],
          "device": str(device), "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else device.type}
     if history is not None and len(history):
@@ -151,8 +152,9 @@ def _metrics(model, test: Split, device, history=None, tta: bool = False, batch_
     return m
 
 
-def _gradcam_figures(run: Run, model, test: Split, n: int = 20) -> None:
-    P = get_predictions(model, test)
+def _gradcam_figures(run: Run, model, test: Split, n: int = 20, preds: Predictions | None = None) -> None:
+    "Confusion matrix, mistakes and Grad-CAM grids; `preds`: the model's plain (no TTA) predictions on `test`, if made."
+    P = preds if preds is not None else get_predictions(model, test)
     cm = P.confusion()
     import matplotlib.pyplot as plt
     fig, axes = plt.subplots(1, 2, figsize=(14, 5.5))
@@ -203,7 +205,8 @@ def cmd_train(args, report: bool = False) -> dict:
     best = resnet18(num_classes=len(train.classes))
     load_checkpoint(out / "best.pt", best)
     best = best.to(device)
-    metrics = {**_metrics(best, test, device, history, tta=cfg.tta, batch_size=cfg.batch_size, workers=cfg.num_workers),
+    P = get_predictions(best, test, cfg.batch_size, device, tta=cfg.tta, num_workers=cfg.num_workers)
+    metrics = {**_metrics(P, device, history),
                "checkpoint": str(out / "best.pt"), "best_epoch": history.best["epoch"], "config": asdict(cfg)}
     run.json("metrics.json", metrics)
     if report:
@@ -211,7 +214,7 @@ def cmd_train(args, report: bool = False) -> dict:
         run.text("Metrics", f"Validation accuracy **{metrics['accuracy']:.2%}** (best epoch {metrics['best_epoch']}), "
                             f"test loss {metrics['test_loss']:.3f}, {metrics.get('seconds_per_epoch', 0):.1f} s per epoch on "
                             f"{metrics['device_name']}.\n\n```\n{per_class_table(metrics['per_class_accuracy'])}\n```")
-        _gradcam_figures(run, best, test)
+        _gradcam_figures(run, best, test, preds=None if cfg.tta else P)
         print("report:", run.write_report())
     print(f"accuracy {metrics['accuracy']:.2%} (best epoch {metrics['best_epoch']}); metrics: {out / 'metrics.json'}")
     return metrics
@@ -231,8 +234,9 @@ def _load(args):
 def cmd_evaluate(args) -> dict:
     "`evaluate`: the metrics of a checkpoint on the test split of --data."
     ckpt, model, device, test, out = _load(args)
-    m = {**_metrics(model, test, device, tta=ckpt["config"].get("tta", False), batch_size=args.batch_size or 512,
-                    workers=args.workers), "checkpoint": str(args.checkpoint), "epoch": ckpt["epoch"]}
+    P = get_predictions(model, test, args.batch_size or 512, device, tta=ckpt["config"].get("tta", False),
+                        num_workers=args.workers)
+    m = {**_metrics(P, device), "checkpoint": str(args.checkpoint), "epoch": ckpt["epoch"]}
     out.mkdir(parents=True, exist_ok=True)
     (out / "evaluate.json").write_text(json.dumps(m, indent=1) + "\n")
     print(f"accuracy {m['accuracy']:.2%}, test loss {m['test_loss']:.4f} on {m['test_images']:,} images\n")

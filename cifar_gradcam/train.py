@@ -4,7 +4,7 @@
 
 # %% auto #0
 __all__ = ['LOADERS', 'CHECKPOINT_FORMAT', 'seed_everything', 'TrainConfig', 'TrainingDiverged', 'train_step', 'predict',
-           'evaluate', 'confusion_matrix', 'per_class_accuracy', 'per_class_table', 'save_checkpoint',
+           'evaluate', 'score', 'confusion_matrix', 'per_class_accuracy', 'per_class_table', 'save_checkpoint',
            'CheckpointError', 'load_checkpoint', 'load_weights', 'History', 'fit', 'plot_history']
 
 # %% ../nbs/03_training.ipynb #be416878
@@ -165,7 +165,12 @@ def predict(model: nn.Module, loader: DataLoader, device: torch.device | str | N
 def evaluate(model: nn.Module, loader: DataLoader, classes: Sequence[str] | None = None, **kwargs) -> dict:
     """Test loss (cross-entropy of the predicted probabilities), accuracy and per-class accuracy of `model`
     on `loader`. `kwargs` go to `predict` (device, tta, amp, channels_last)."""
-    probs, y = predict(model, loader, **kwargs)
+    return score(*predict(model, loader, **kwargs), classes)
+
+
+def score(probs: torch.Tensor, y: torch.Tensor, classes: Sequence[str] | None = None) -> dict:
+    "Loss, accuracy and per-class accuracy of predicted probabilities `probs` (N, C) against labels `y` (N,)."
+    probs, y = torch.as_tensor(probs), torch.as_tensor(y)
     pred = probs.argmax(1)
     loss = nn.functional.nll_loss(probs.clamp_min(1e-12).log(), y).item()
     k = probs.shape[1]
