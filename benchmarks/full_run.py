@@ -63,8 +63,9 @@ def run(train: D.Split, val: D.Split, config: TrainConfig, device: torch.device,
     out = {"history": h.records, "wall_seconds": round(wall, 2), **_summary(h, train, config)}
     if device.type == "cuda": loader = D.DeviceLoader(val, 1024, device=device, augment=False, channels_last=True)
     else: loader = D.eval_loader(val, 1024, num_workers=config.num_workers)
-    out["final_val_acc_plain"] = evaluate(model, loader, device=device)["acc"]
-    out["final_val_acc_flip_tta"] = evaluate(model, loader, device=device, tta=True)["acc"]
+    other = evaluate(model, loader, device=device, tta=not config.tta)["acc"]  # the last epoch scored one of the two
+    last = h[-1]["test_acc"]
+    out["final_val_acc_plain"], out["final_val_acc_flip_tta"] = (other, last) if config.tta else (last, other)
     return out
 
 

@@ -46,13 +46,18 @@ def decode(out: np.ndarray) -> dict[str, np.ndarray]:
             "hole_y": ys, "hole_x": xs, "hole_h": h, "hole_w": w, "hole_px": hole.sum((1, 2)), "n": n}
 
 
+def padded_coordinate_image(device: str) -> torch.Tensor:
+    "The coordinate image as `DeviceLoader` stores it: reflect-padded, uint8 NHWC, on `device`."
+    return D.DeviceLoader(D.Split(coordinate_image()[None], np.zeros(1, np.int64), ("x",)), 1, device=device).x
+
+
 def albumentations_draws(n: int, seed: int = 0, **kw) -> np.ndarray:
     aug, img = D.augmentations(seed=seed, **kw), coordinate_image()
     return np.stack([aug(image=img)["image"] for _ in range(n)])
 
 
 def device_draws(n: int, seed: int = 0, device: str = "cpu", **kw) -> np.ndarray:
-    padded = D.DeviceLoader(D.Split(coordinate_image()[None], np.zeros(1, np.int64), ("x",)), 1, device=device).x
+    padded = padded_coordinate_image(device)
     params = D.draw_augment_params(n, torch.Generator(device=device).manual_seed(seed), **kw)
     return D.apply_augment(padded.expand(n, -1, -1, -1), params, cutout=kw.get("cutout", HOLE)).cpu().numpy()
 
@@ -65,7 +70,7 @@ def test_same_choices_give_the_same_pixels_as_albumentations(device):
     t = lambda k: torch.as_tensor(d[k], device=device)
     params = D.AugmentParams(t("dy"), t("dx"), t("flip").bool(), t("hole").bool(), t("hole_y").clamp_min(0),
                              t("hole_x").clamp_min(0))
-    padded = D.DeviceLoader(D.Split(coordinate_image()[None], np.zeros(1, np.int64), ("x",)), 1, device=device).x
+    padded = padded_coordinate_image(device)
     mine = D.apply_augment(padded.expand(len(out), -1, -1, -1), params).cpu().numpy()
     np.testing.assert_array_equal(mine, out)
 
