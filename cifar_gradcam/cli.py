@@ -23,9 +23,9 @@ from .data import (DataError, Split, load_cifar10, normalize_batch, show_augment
                                 train_loader, train_transforms)
 from .gradcam import (NoMistakesError, Predictions, compute_cams, get_predictions, mistake_titles, most_confused,
                                    plot_confusion_matrix, select_mistakes, show_cam_grid, show_mistakes)
-from .lr_finder import lr_range_test, plot_lr_finder
-from .model import GRADCAM_LAYERS, get_device, resnet18
-from .train import (LOADERS, CheckpointError, TrainConfig, TrainingDiverged, fit, load_checkpoint, load_weights,
+from .lr_finder import lr_range_test, plot_lr_finder, sweep_plan
+from .model import GRADCAM_LAYERS, get_device, precision, resnet18
+from .train import (LOADERS, CheckpointError, TrainConfig, TrainingDiverged, fit, load_checkpoint, load_weights, loader_workers,
                                  per_class_table, plot_history, score, seed_everything)
 
 # %% ../nbs/05_cli.ipynb #6c394e1b
@@ -66,6 +66,11 @@ def build_parser() -> argparse.ArgumentParser:
                                 "on the GPU, for big GPUs whose CPUs cannot keep up")
             q.add_argument("--compile", action="store_true",
                            help="torch.compile the model: faster epochs on a big GPU, after a minute of compiling")
+            q.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None,
+                           help="16-bit autocast (bfloat16, or float16 + loss scaling on older GPUs); default: on where "
+                                "the device runs it natively (GPUs, CPUs with AMX or AVX-512 BF16), else float32")
+            q.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
+                           help="channels-last memory layout; default: with --amp's default")
 
     for name, helptext in (("run", "the whole pipeline into a report folder"), ("train", "train and save checkpoints")):
         q = sub.add_parser(name, help=helptext, description=helptext)
@@ -128,17 +133,21 @@ def _config(args, train: Split, device) -> TrainConfig:
         return TrainConfig(**load_checkpoint(last)["config"])
     cfg = TrainConfig(epochs=args.epochs or (SMOKE["epochs"] if args.smoke else 20),
                       batch_size=args.batch_size or (SMOKE["batch_size"] if args.smoke else 512),
-                      seed=args.seed, num_workers=args.workers, loader=args.loader, compile=args.compile)
+                      seed=args.seed, num_workers=args.workers, loader=args.loader, compile=args.compile,
+                      amp=args.amp, channels_last=args.channels_last)
     if args.max_lr is not None:
         return cfg.replace(max_lr=args.max_lr)
     seed_everything(args.seed)
-    sweep = lr_range_test(resnet18(num_classes=len(train.classes)).to(device),
-                          train_loader(train, cfg.batch_size, seed=args.seed, num_workers=args.workers),
-                          num_iter=SMOKE["lr_iters"] if args.smoke else 100, device=device)
+    plan = sweep_plan(len(train), cfg.batch_size, max_iter=SMOKE["lr_iters"] if args.smoke else 100)
+    print(f"LR finder: {plan}")
+    sweep = lr_range_test(resnet18(num_classes=len(train.classes)),
+                          train_loader(train, plan.batch_size, seed=args.seed, num_workers=loader_workers(device, args.workers)),
+                          num_iter=plan.num_iter, device=device, amp=cfg.amp)
     args._sweep = sweep
-    print(f"LR finder: max_lr = {sweep.lr:.3g} ({sweep.rule}); suggestions "
-          + ", ".join(f"{k} {v:.3g}" for k, v in sweep.suggestions.items()))
-    return cfg.replace(max_lr=sweep.lr)
+    print(f"LR finder: max_lr = {sweep.lr * plan.lr_scale:.3g} ({sweep.rule}"
+          + (f" {sweep.lr:.3g} at batch {plan.batch_size} x {plan.lr_scale:.3g}" if plan.lr_scale != 1 else "")
+          + "); suggestions " + ", ".join(f"{k} {v:.3g}" for k, v in sweep.suggestions.items()))
+    return cfg.replace(max_lr=sweep.lr * plan.lr_scale)
 
 
 def _metrics(P: Predictions, device, history=None) -> dict:
@@ -205,9 +214,11 @@ def cmd_train(args, report: bool = False) -> dict:
     best = resnet18(num_classes=len(train.classes))
     load_checkpoint(out / "best.pt", best)
     best = best.to(device)
-    P = get_predictions(best, test, cfg.batch_size, device, tta=cfg.tta, num_workers=cfg.num_workers)
+    P = get_predictions(best, test, cfg.batch_size, device, tta=cfg.tta, num_workers=loader_workers(device, cfg.num_workers),
+                        amp=cfg.amp, channels_last=cfg.channels_last)
     metrics = {**_metrics(P, device, history),
-               "checkpoint": str(out / "best.pt"), "best_epoch": history.best["epoch"], "config": asdict(cfg)}
+               "checkpoint": str(out / "best.pt"), "best_epoch": history.best["epoch"], "config": asdict(cfg),
+               "precision": str(precision(device, cfg.amp, cfg.channels_last))}
     run.json("metrics.json", metrics)
     if report:
         run.figure(plot_history(history), "curves", "Training curves", "Loss, accuracy and learning rate per epoch.")
@@ -234,8 +245,10 @@ def _load(args):
 def cmd_evaluate(args) -> dict:
     "`evaluate`: the metrics of a checkpoint on the test split of --data."
     ckpt, model, device, test, out = _load(args)
-    P = get_predictions(model, test, args.batch_size or 512, device, tta=ckpt["config"].get("tta", False),
-                        num_workers=args.workers)
+    saved = ckpt["config"]
+    P = get_predictions(model, test, args.batch_size or 512, device, tta=saved.get("tta", False),
+                        num_workers=loader_workers(device, args.workers), amp=saved.get("amp"),
+                        channels_last=saved.get("channels_last"))
     m = {**_metrics(P, device), "checkpoint": str(args.checkpoint), "epoch": ckpt["epoch"]}
     out.mkdir(parents=True, exist_ok=True)
     (out / "evaluate.json").write_text(json.dumps(m, indent=1) + "\n")

@@ -24,7 +24,7 @@ from pytorch_grad_cam.utils.image import show_cam_on_image
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
 from .data import Split, eval_loader, normalize_batch, show_images, to_display
-from .model import GRADCAM_LAYERS, _unwrap, gradcam_layer, resnet18
+from .model import GRADCAM_LAYERS, _unwrap, gradcam_layer, precision, resnet18
 from .train import confusion_matrix, per_class_accuracy, predict
 
 # %% ../nbs/04_gradcam.ipynb #8230ab1c
@@ -54,9 +54,11 @@ class Predictions:
 
 
 def get_predictions(model: nn.Module, split: Split, batch_size: int = 512, device=None, tta: bool = False,
-                    num_workers: int = 0) -> Predictions:
-    "Run `model` over `split` in batches (eval mode, restored afterwards)."
-    probs, labels = predict(model, eval_loader(split, batch_size, num_workers=num_workers), device=device, tta=tta)
+                    num_workers: int = 0, amp: bool | None = None, channels_last: bool | None = None) -> Predictions:
+    """Run `model` over `split` in batches (eval mode, restored afterwards), in the number format and layout
+    `precision(device, amp, channels_last)` chooses, as training does."""
+    probs, labels = predict(model, eval_loader(split, batch_size, num_workers=num_workers), device=device, tta=tta,
+                            amp=amp, channels_last=channels_last)
     return Predictions(probs.numpy(), labels.numpy(), split.classes)
 
 # %% ../nbs/04_gradcam.ipynb #408dd0af
@@ -162,11 +164,19 @@ def check_normalized(x: torch.Tensor) -> None:
                          "with CIFAR10_MEAN/CIFAR10_STD (cifar_gradcam.data.normalize_batch) first")
 
 
+def _is_channels_last(net: nn.Module) -> bool:
+    "Whether the model's first convolution holds its weights in the channels-last layout (as `fit` leaves it)."
+    w = next((m.weight for m in net.modules() if isinstance(m, nn.Conv2d)), None)
+    return w is not None and w.ndim == 4 and w.is_contiguous(memory_format=torch.channels_last) and not w.is_contiguous()
+
+
 def compute_cams(model: nn.Module, images: torch.Tensor, targets: Sequence[int], layer: str = "layer4",
                  method: str = "gradcam", batch_size: int = 128) -> np.ndarray:
     """CAMs (N, H, W) in [0, 1] of normalised `images` (N, 3, H, W) for class `targets[i]` of each image,
     at stage `layer` with `method` (one of `CAM_METHODS`), computed `batch_size` images at a time on the
-    model's device. Hooks are released, and the model's mode restored, afterwards."""
+    model's device. Hooks are released, and the model's mode restored, afterwards. The maps are computed in
+    float32 (`precision(device, amp=False)`), whatever the model trained in: `pytorch_grad_cam` hands activations
+    and gradients to NumPy, which has no bfloat16, and the maps are cheap next to training."""
     if method not in CAM_METHODS:
         raise ValueError(f"unknown CAM method {method!r}: choose one of {', '.join(CAM_METHODS)}")
     target_layer = gradcam_layer(model, layer)
@@ -175,13 +185,14 @@ def compute_cams(model: nn.Module, images: torch.Tensor, targets: Sequence[int],
     if len(targets) != len(images): raise ValueError(f"{len(images)} images but {len(targets)} targets")
     if len(images) == 0: raise ValueError("no images to explain")
     net = _unwrap(model)
-    was_training, device = net.training, next(net.parameters()).device
+    was_training = net.training
+    prec = precision(next(net.parameters()).device, amp=False, channels_last=_is_channels_last(net))
     out = []
     try:
         with CAM_METHODS[method](model=net, target_layers=[target_layer]) as cam:
             if method == "scorecam": cam.batch_size = batch_size
             for i in range(0, len(images), batch_size):
-                x = images[i:i + batch_size].to(device)
+                x = prec.inputs(images[i:i + batch_size])
                 out.append(cam(input_tensor=x, targets=[ClassifierOutputTarget(t) for t in targets[i:i + batch_size]]))
     finally:
         net.zero_grad(set_to_none=True)

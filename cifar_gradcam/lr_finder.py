@@ -4,7 +4,7 @@
 
 # %% auto #0
 __all__ = ['SUGGESTION_RULES', 'ONECYCLE', 'param_groups', 'make_optimizer', 'LRFinderResult', 'lr_range_test', 'suggest_lrs',
-           'plot_lr_finder', 'onecycle_schedule', 'plot_onecycle']
+           'plot_lr_finder', 'SweepPlan', 'sweep_plan', 'onecycle_schedule', 'plot_onecycle']
 
 # %% ../nbs/02_lr_finder.ipynb #e61e3518
 import contextlib
@@ -19,6 +19,8 @@ import numpy as np
 import torch
 import torch.nn as nn
 from torch.utils.data import DataLoader
+
+from .model import precision
 
 with warnings.catch_warnings():  # tqdm's "IProgress not found" when ipywidgets is missing: harmless
     warnings.filterwarnings("ignore", message="IProgress not found")
@@ -91,7 +93,8 @@ def lr_range_test(model: nn.Module, train_loader: DataLoader, *, start_lr: float
     """Sweep the learning rate exponentially from `start_lr` to `end_lr` over `num_iter` batches of
     `train_loader`, record the smoothed loss, and suggest learning rates (see `suggest_lrs`).
     `optimizer` defaults to `make_optimizer(model)`. The model and optimiser are restored afterwards.
-    `amp` (default: on for CUDA) uses autocast in bfloat16 where supported, else float16."""
+    The sweep runs in the number format and layout that training uses (`precision(device, amp)`: 16-bit
+    autocast on GPUs and on CPUs with AMX / AVX-512 BF16); the model is moved to the device in that layout."""
     if not start_lr > 0: raise ValueError(f"start_lr must be positive; got {start_lr}")
     if not end_lr > start_lr: raise ValueError(f"end_lr ({end_lr}) must be above start_lr ({start_lr})")
     if not (isinstance(num_iter, int) and num_iter > 0): raise ValueError(f"num_iter must be a positive integer; got {num_iter!r}")
@@ -103,17 +106,13 @@ def lr_range_test(model: nn.Module, train_loader: DataLoader, *, start_lr: float
         raise RuntimeError("the optimizer already has a learning-rate scheduler attached: run the LR finder "
                            "first, then create OneCycleLR (or pass a fresh optimizer)")
     criterion = criterion or nn.CrossEntropyLoss()
-    device = torch.device(device) if device is not None else next(model.parameters()).device
-    amp = device.type == "cuda" if amp is None else amp
-    amp_kw = {}
-    if amp:
-        if device.type != "cuda": raise ValueError("amp=True needs a CUDA device")
-        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        amp_kw = dict(amp_backend="torch", amp_config={"device_type": "cuda", "dtype": dtype},
-                      grad_scaler=torch.amp.GradScaler("cuda", enabled=dtype == torch.float16))
+    prec = precision(device if device is not None else next(model.parameters()).device, amp)
+    prec.prepare(model)
+    amp_kw = {} if prec.dtype is None else dict(
+        amp_backend="torch", amp_config={"device_type": prec.device.type, "dtype": prec.dtype}, grad_scaler=prec.grad_scaler())
 
     before = _state_snapshot(model, optimizer)
-    finder = _SafeLRFinder(model, optimizer, criterion, device=device, **amp_kw)
+    finder = _SafeLRFinder(model, optimizer, criterion, device=prec.device, **amp_kw)
     diverged = False
     try:
         with contextlib.redirect_stdout(io.StringIO()):  # the library's own prints name methods we do not use
@@ -185,6 +184,33 @@ def plot_lr_finder(result: LRFinderResult, ax: plt.Axes | None = None, title: st
     ax.legend(); ax.grid(alpha=0.3, which="both")
     ax.set_title(title or ("LR range test" + (" (stopped: loss diverged)" if result.diverged else "")))
     return ax
+
+# %% ../nbs/02_lr_finder.ipynb #659c1132
+@dataclass(frozen=True)
+class SweepPlan:
+    "The batch size and steps of an LR range test, and the factor its suggestion is scaled by for the run's batch."
+    batch_size: int
+    num_iter: int
+    lr_scale: float
+    run_batch_size: int
+    n_images: int
+
+    def __str__(self) -> str:
+        scale = (f"; suggestion x {self.lr_scale:.3g} for batch {self.run_batch_size} (linear scaling)"
+                 if self.lr_scale != 1 else "")
+        return (f"{self.num_iter} steps at batch {self.batch_size} ({self.num_iter * self.batch_size:,} images of "
+                f"{self.n_images:,}){scale}")
+
+
+def sweep_plan(n_images: int, batch_size: int, max_iter: int = 100, min_iter: int = 30, min_batch: int = 16) -> SweepPlan:
+    """How to sweep for a run on `n_images` training images at `batch_size`: the run's batch for at most one pass
+    over the data and at most `max_iter` steps. If the data holds fewer than `min_iter` such batches, a smaller batch
+    (at least `min_batch`) gives `min_iter` steps in one pass, and the suggestion is scaled by batch_size / that batch."""
+    if n_images < 1 or batch_size < 1 or max_iter < 1:
+        raise ValueError(f"n_images, batch_size and max_iter must be positive; got {n_images}, {batch_size}, {max_iter}")
+    min_iter = min(min_iter, max_iter)
+    b = batch_size if n_images // batch_size >= min_iter else max(min(min_batch, batch_size), min(batch_size, n_images // min_iter))
+    return SweepPlan(b, max(min_iter, min(max_iter, n_images // b)), batch_size / b, batch_size, n_images)
 
 # %% ../nbs/02_lr_finder.ipynb #8ae54db4
 ONECYCLE = dict(pct_start=0.25, div_factor=25.0, final_div_factor=1e4, anneal_strategy="cos",

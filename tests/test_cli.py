@@ -51,6 +51,14 @@ def test_evaluate_reproduces_the_runs_accuracy(smoke_run, tmp_path):
     assert "accuracy" in r.stdout
 
 
+def test_train_in_float32_when_asked_and_the_sweep_says_its_size(tmp_path):
+    r = cli("train", "--smoke", "--data", "synthetic", "--out", tmp_path, "--no-amp", "--no-channels-last")
+    assert r.returncode == 0, r.stderr
+    assert "LR finder: 10 steps at batch" in r.stdout and "Training in float32, NCHW on cpu" in r.stdout, r.stdout
+    m = json.loads((tmp_path / "metrics.json").read_text())
+    assert m["precision"].startswith("float32, NCHW") and m["config"]["amp"] is False
+
+
 def test_gradcam_command(smoke_run, tmp_path):
     r = cli("gradcam", "--checkpoint", smoke_run / "best.pt", "--data", "synthetic", "--smoke", "--out", tmp_path)
     assert r.returncode == 0, r.stderr

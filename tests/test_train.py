@@ -18,16 +18,17 @@ def synthetic():
     return D.make_synthetic(n_train=1000, n_test=200, seed=0)
 
 
-def test_learns_synthetic_data_in_one_cpu_epoch(synthetic, tmp_path):
+def test_learns_synthetic_data_in_two_cpu_epochs(synthetic, tmp_path):
     train, test = synthetic
     T.seed_everything(0)
     model = resnet18()
-    h = T.fit(model, train.limit(640), test, epochs=1, batch_size=32, max_lr=0.05, num_workers=0,
+    h = T.fit(model, train.limit(640), test, epochs=2, batch_size=32, max_lr=0.05, num_workers=0,
               out_dir=tmp_path, progress=False)
-    assert len(h) == 1 and h[0]["test_acc"] > 0.3, h.records  # chance is 0.1
+    # chance is 0.1; measured 0.675 in float32 and 0.73 in bfloat16 (one epoch gives only about 0.29)
+    assert len(h) == 2 and h[-1]["test_acc"] > 0.5, h.records
     for f in ("last.pt", "best.pt", "history.csv", "history.json", "config.json"):
         assert (tmp_path / f).exists(), f
-    assert json.loads((tmp_path / "history.json").read_text())[0]["epoch"] == 1
+    assert json.loads((tmp_path / "history.json").read_text())[-1]["epoch"] == 2
     assert (tmp_path / "history.csv").read_text().startswith("epoch,train_loss,train_acc,test_loss,test_acc,lr,seconds")
 
 
@@ -35,9 +36,9 @@ def test_learns_with_augmentation_on_the_device(synthetic):
     "The batched device path (here on the CPU) trains as well: same recipe, same learning test."
     train, test = synthetic
     T.seed_everything(0)
-    h = T.fit(resnet18(), train.limit(640), test, epochs=1, batch_size=32, max_lr=0.05, loader="device",
+    h = T.fit(resnet18(), train.limit(640), test, epochs=2, batch_size=32, max_lr=0.05, loader="device",
               device="cpu", progress=False)
-    assert len(h) == 1 and h[0]["test_acc"] > 0.3, h.records  # chance is 0.1
+    assert len(h) == 2 and h[-1]["test_acc"] > 0.5, h.records  # chance is 0.1
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
@@ -52,14 +53,21 @@ def test_gpu_fast_path_learns(synthetic, loader):
 
 
 @pytest.mark.skipif(not SHARED_TAR.exists(), reason="real CIFAR-10 not present")
-def test_learns_real_cifar10_on_a_few_thousand_images(monkeypatch, tmp_path):
+def test_learns_real_cifar10_in_float32_and_in_bfloat16_alike(monkeypatch, tmp_path):
+    """The same small real-data run in float32 and under bfloat16 autocast (channels-last): both learn well
+    above chance and land close, so the CPU fast path costs no accuracy."""
     monkeypatch.setenv("CIFAR_GRADCAM_CACHE", str(tmp_path / "cache"))
     train, val = D.load_cifar10(SHARED_TAR)
     train, val = train.limit(1000), val.limit(500)
-    T.seed_everything(0)
-    # max_lr 0.02 for batch 32: the real-data sweeps suggest about 0.03-0.04 for batch 128
-    h = T.fit(resnet18(), train, val, epochs=2, batch_size=32, max_lr=0.02, num_workers=2, progress=False)
-    assert h[-1]["test_acc"] > 0.2, h.records  # chance is 0.1; this run gives about 0.30
+    acc = {}
+    for amp in (False, True):
+        T.seed_everything(0)
+        # max_lr 0.02 for batch 32: the real-data sweeps suggest about 0.03-0.04 for batch 128
+        h = T.fit(resnet18(), train, val, epochs=2, batch_size=32, max_lr=0.02, amp=amp, channels_last=amp,
+                  device="cpu", progress=False)
+        acc[amp] = h[-1]["test_acc"]
+    assert min(acc.values()) > 0.22, acc  # chance is 0.1
+    assert abs(acc[True] - acc[False]) < 0.06, acc  # 500 images: one standard error is about 0.02
 
 
 @pytest.mark.parametrize("loader", T.LOADERS)
