@@ -13,9 +13,23 @@ import torch
 RESULTS = Path(__file__).parent / "results"
 
 
+def cpu_model() -> str:
+    "The CPU's model name (Linux's /proc/cpuinfo), else what `platform` knows."
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next((l.split(":", 1)[1].strip() for l in f if l.startswith("model name")), platform.processor())
+    except OSError:
+        return platform.processor() or platform.machine()
+
+
 def machine() -> dict:
-    "Host, CPU count, platform and GPU model (None without CUDA)."
-    return {"host": platform.node(), "cpu_count": os.cpu_count(), "platform": platform.platform(),
+    "Host, CPU model, count and bfloat16 features, torch's threads, platform and GPU model (None without CUDA)."
+    from cifar_gradcam.model import cpu_bf16_native
+    return {"host": platform.node(), "cpu": cpu_model(), "cpu_count": os.cpu_count(),
+            "cpu_amx": bool(torch.cpu._is_amx_tile_supported()) if hasattr(torch.cpu, "_is_amx_tile_supported") else None,
+            "cpu_avx512_bf16": bool(torch.cpu._is_avx512_bf16_supported()) if hasattr(torch.cpu, "_is_avx512_bf16_supported") else None,
+            "cpu_bf16_native": cpu_bf16_native(), "torch_threads": torch.get_num_threads(),
+            "platform": platform.platform(),
             "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
 
 
@@ -33,8 +47,10 @@ def versions(*packages: str) -> dict:
 def write(name: str, report: dict, out: Path = RESULTS) -> Path:
     "Write `report` (with machine and versions added by the caller) as JSON; return the path."
     out.mkdir(parents=True, exist_ok=True)
-    gpu = report.get("machine", {}).get("gpu")
-    path = out / f"{name}-{gpu or 'cpu'}-{os.cpu_count()}cpu.json".replace(" ", "_")
+    m = report.get("machine", {})
+    # a CPU run names the CPU model, so that results from two kinds of machine never overwrite each other
+    kind = m.get("gpu") or ("cpu-" + "_".join(m["cpu"].split()[:2]) if m.get("cpu") else "cpu")
+    path = out / f"{name}-{kind}-{os.cpu_count()}cpu.json".replace(" ", "_")
     path.write_text(json.dumps(report, indent=2) + "\n")
     print("wrote", path)
     return path

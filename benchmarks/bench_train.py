@@ -4,17 +4,19 @@
    Baseline: the albumentations `DataLoader` of `make_loaders` (the lessons' default) with `--workers`
    (default: `default_num_workers()`); against it: `DeviceLoader` (whole batches augmented on the device).
 2. model step alone: images/s of `train_step` (forward, loss, backward, SGD update) on a batch already on
-   the device. Baseline: float32; against it: channels_last, AMP (bfloat16 autocast), both, and both plus
-   `torch.compile` (on by default on CUDA, `--compile` elsewhere).
-3. end to end: `fit` for `--epochs` epochs on `--images` training images with each loader and the step
-   settings `fit` uses on this device; training images/s of the last epoch (the first pays for cudnn's
-   autotuning and compiling) and seconds per epoch including the evaluation.
+   the device. Baseline: float32 NCHW; against it: channels_last, AMP (bfloat16 autocast; float16 on a GPU
+   without native bfloat16), both, both plus `torch.compile` (on by default on CUDA, `--compile` elsewhere),
+   and "default": what `precision(device)` picks for this machine, the project's default path.
+3. end to end: `fit` for `--epochs` epochs on `--images` training images with each loader, in `fit`'s defaults
+   for this device (precision, loader workers, threads); training images/s of the last epoch (the first pays
+   for cudnn's autotuning and compiling) and seconds per epoch including the evaluation. Reported against the
+   default step alone (the goal: within 10%) and against the float32 NCHW step.
 
     python benchmarks/bench_train.py [--data synthetic|PATH] [--batch-size N] [--compile | --no-compile]
 
-Writes benchmarks/results/bench_train-<gpu or cpu>-<N>cpu.json. Defaults are sized for the device: on a
-CPU, small batches and few steps (a 2-core CPU trains about 40 images/s); on a GPU, the real recipe's batch
-of 512 and the whole training set. The sides alternate over `--rounds` rounds and the best round of each
+Writes benchmarks/results/bench_train-<gpu, or cpu and its model>-<N>cpu.json. Every part runs at the recipe's
+batch of 512 by default; on a CPU with few steps and images (a 2-core CPU trains 80 to 200 images/s), on a GPU
+the whole training set. Run it on a quiet machine: with two OpenMP threads, one busy core stalls every step. The sides alternate over `--rounds` rounds and the best round of each
 is kept, because shared machines are noisy.
 """
 from __future__ import annotations
@@ -30,8 +32,8 @@ import torch.nn as nn
 from _report import machine, versions, write
 from cifar_gradcam import data as D
 from cifar_gradcam.lr_finder import make_optimizer
-from cifar_gradcam.model import get_device, resnet18
-from cifar_gradcam.train import TrainConfig, fit, seed_everything, train_step
+from cifar_gradcam.model import Precision, get_device, precision, resnet18
+from cifar_gradcam.train import TrainConfig, fit, loader_workers, seed_everything, train_step
 
 
 def sync(device: torch.device) -> None:
@@ -74,14 +76,14 @@ def loader_images_per_s(make, device: torch.device, batches: int, skip: int) -> 
 def bench_loaders(train: D.Split, device: torch.device, args) -> dict:
     bs = args.loader_batch_size
     train = train.limit(args.loader_images)
-    workers = D.default_num_workers() if args.workers is None else args.workers
+    workers = D.default_num_workers() if args.workers is None else args.workers   # the loader alone may use every core
     skip = {"albumentations_dataloader": 2 * workers + 1, "device_loader": 1}
     batches = min(args.loader_batches, len(train) // bs - max(skip.values()))
     if batches < 1: raise SystemExit(f"--loader-images {len(train)} gives no full batches of {bs} to time")
     sides = {
         "albumentations_dataloader": lambda: D.make_loaders(train, train.limit(10), bs, num_workers=workers)[0],
         "device_loader": lambda: D.DeviceLoader(train, bs, device=device,
-                                                channels_last=device.type == "cuda"),
+                                                channels_last=precision(device).channels_last),
     }
     best = {k: 0.0 for k in sides}
     for _ in range(args.rounds):
@@ -96,13 +98,15 @@ def bench_loaders(train: D.Split, device: torch.device, args) -> dict:
 
 # ---------------------------------------------------------------- 2. model step alone
 def step_variants(device: torch.device, compile_: bool) -> dict[str, dict]:
-    "The step settings to compare; AMP is bfloat16 where supported (always on a CPU), else float16 + scaling."
-    amp = torch.bfloat16 if device.type == "cpu" or torch.cuda.is_bf16_supported() else torch.float16
-    v = {"fp32": dict(dtype=None, cl=False, compile=False),
-         "channels_last": dict(dtype=None, cl=True, compile=False),
-         "amp": dict(dtype=amp, cl=False, compile=False),
-         "amp+channels_last": dict(dtype=amp, cl=True, compile=False)}
-    if compile_: v["amp+channels_last+compile"] = dict(dtype=amp, cl=True, compile=True)
+    """The step settings to compare. AMP is `precision(device, amp=True)`'s format: bfloat16, or float16 + loss
+    scaling on a GPU without native bfloat16. "default" is what `fit` uses here when nothing is forced."""
+    amp = precision(device, amp=True).dtype
+    v = {"fp32": dict(prec=Precision(device, None, False), compile=False),
+         "channels_last": dict(prec=Precision(device, None, True), compile=False),
+         "amp": dict(prec=Precision(device, amp, False), compile=False),
+         "amp+channels_last": dict(prec=Precision(device, amp, True), compile=False),
+         "default": dict(prec=precision(device), compile=False)}
+    if compile_: v["amp+channels_last+compile"] = dict(prec=Precision(device, amp, True), compile=True)
     return v
 
 
@@ -114,34 +118,36 @@ def bench_steps(device: torch.device, args) -> dict:
     criterion = nn.CrossEntropyLoss(label_smoothing=0.1)
     setups = {}
     for name, v in step_variants(device, args.compile).items():
-        model = resnet18().to(device)
-        if v["cl"]: model = model.to(memory_format=torch.channels_last)
+        prec = v["prec"]
+        model = prec.prepare(resnet18())
         net = torch.compile(model) if v["compile"] else model
         opt = make_optimizer(model, lr=0.05)
-        scaler = torch.amp.GradScaler(device.type, enabled=v["dtype"] == torch.float16)
-        x = x0.contiguous(memory_format=torch.channels_last) if v["cl"] else x0
+        scaler = prec.grad_scaler()
+        x = prec.inputs(x0)
         t = []
         with timer(device, t):  # warm-up: cudnn autotuning, compiling
             for _ in range(args.warmup + (5 if v["compile"] else 0)):
-                train_step(net, x, y, criterion, opt, scaler, v["dtype"])
-        setups[name] = dict(net=net, opt=opt, scaler=scaler, x=x, dtype=v["dtype"], warmup_s=t[0], best=0.0)
+                train_step(net, x, y, criterion, opt, scaler, prec)
+        setups[name] = dict(net=net, opt=opt, scaler=scaler, x=x, prec=prec, warmup_s=t[0], best=0.0)
     for _ in range(args.rounds):
         for name, s in setups.items():
             t = []
             with timer(device, t):
                 for _ in range(args.steps):
-                    train_step(s["net"], s["x"], y, criterion, s["opt"], s["scaler"], s["dtype"])
+                    train_step(s["net"], s["x"], y, criterion, s["opt"], s["scaler"], s["prec"])
             s["best"] = max(s["best"], args.steps * args.batch_size / t[0])
     base = setups["fp32"]["best"]
     return {"steps": args.steps, "warmup_steps": args.warmup,
-            "amp_dtype": str(next((s["dtype"] for s in setups.values() if s["dtype"] is not None), None)),
+            "amp_dtype": str(setups["amp"]["prec"].dtype), "default": str(setups["default"]["prec"]),
             "images_per_s": {k: round(s["best"], 1) for k, s in setups.items()},
             "speedup_vs_fp32": {k: round(s["best"] / base, 3) for k, s in setups.items()},
             "warmup_seconds": {k: round(s["warmup_s"], 2) for k, s in setups.items()}}
 
 
 # ---------------------------------------------------------------- 3. end to end
-def bench_end_to_end(train: D.Split, test: D.Split, device: torch.device, args) -> dict:
+def bench_end_to_end(train: D.Split, test: D.Split, device: torch.device, args, step: dict | None = None) -> dict:
+    """`fit` in its defaults for this device, with each loader. With `step` (part 2's result), the ratios of its
+    training images/s to the default step alone and to the float32 NCHW step."""
     train, out = train.limit(args.images), {}
     for loader in ("albumentations", "device"):
         seed_everything(0)
@@ -157,8 +163,14 @@ def bench_end_to_end(train: D.Split, test: D.Split, device: torch.device, args) 
                        "test_acc_last_epoch": round(last["test_acc"], 4)}
     out["speedup_device_vs_albumentations"] = round(
         out["device"]["train_images_per_s"] / out["albumentations"]["train_images_per_s"], 3)
+    if step is not None:
+        for loader in ("albumentations", "device"):
+            e2e = out[loader]["train_images_per_s"]
+            out[loader]["vs_default_step_alone"] = round(e2e / step["images_per_s"]["default"], 3)
+            out[loader]["vs_fp32_nchw_step"] = round(e2e / step["images_per_s"]["fp32"], 3)
     out["config"] = {"epochs": args.epochs, "batch_size": args.batch_size, "images": len(train),
-                     "test_images": len(test), "amp": device.type == "cuda", "channels_last": device.type == "cuda",
+                     "test_images": len(test), "precision": str(precision(device)),
+                     "albumentations_workers": loader_workers(device, args.workers), "torch_threads": torch.get_num_threads(),
                      "compile": args.compile and device.type == "cuda"}
     return out
 
@@ -167,10 +179,11 @@ def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--data", default="synthetic", help="synthetic (default) or the path of a CIFAR-10 folder/.tar.gz")
     p.add_argument("--device", default=None, help="default: the best available")
-    p.add_argument("--batch-size", type=int, default=None, help="default 512 on a GPU, 32 on a CPU")
-    p.add_argument("--images", type=int, default=None, help="training images (default 45,000 on a GPU, 640 on a CPU)")
-    p.add_argument("--test-images", type=int, default=None, help="default 5,000 on a GPU, 128 on a CPU")
-    p.add_argument("--workers", type=int, default=None, help="albumentations loader workers (default: one per CPU, <= 12)")
+    p.add_argument("--batch-size", type=int, default=512, help="default 512, the recipe's")
+    p.add_argument("--images", type=int, default=None, help="training images (default 45,000 on a GPU, 5,120 on a CPU)")
+    p.add_argument("--test-images", type=int, default=None, help="default 5,000 on a GPU, 512 on a CPU")
+    p.add_argument("--workers", type=int, default=None,
+                   help="albumentations loader workers (default: `loader_workers`: none on a CPU, one per core with a GPU)")
     p.add_argument("--loader-batches", type=int, default=None, help="batches timed per loader round")
     p.add_argument("--loader-batch-size", type=int, default=512, help="batch size of the loader part (default 512)")
     p.add_argument("--loader-images", type=int, default=None, help="images for the loader part (default 45,000 GPU, 20,000 CPU)")
@@ -184,9 +197,9 @@ def main():
     args = p.parse_args()
     device = get_device(args.device, verbose=False)
     gpu = device.type == "cuda"
-    defaults = dict(batch_size=512 if gpu else 32, images=45_000 if gpu else 640, loader_images=45_000 if gpu else 20_000, test_images=5_000 if gpu else 128,
+    defaults = dict(images=45_000 if gpu else 5_120, loader_images=45_000 if gpu else 20_000, test_images=5_000 if gpu else 512,
                     loader_batches=60 if gpu else 20, steps=30 if gpu else 3, warmup=5 if gpu else 1,
-                    rounds=3, epochs=3 if gpu else 2, compile=gpu)
+                    rounds=3 if gpu else 2, epochs=3 if gpu else 2, compile=gpu)
     for k, v in defaults.items():
         if getattr(args, k) is None: setattr(args, k, v)
     parts = args.only or ["loader", "step", "end_to_end"]
@@ -203,7 +216,8 @@ def main():
     if "step" in parts:
         report["step"] = bench_steps(device, args); print("step:", report["step"])
     if "end_to_end" in parts:
-        report["end_to_end"] = bench_end_to_end(train, test, device, args); print("end to end:", report["end_to_end"])
+        report["end_to_end"] = bench_end_to_end(train, test, device, args, report.get("step"))
+        print("end to end:", report["end_to_end"])
     write("bench_train", report)
 
 
