@@ -113,17 +113,16 @@ def cpu_threads() -> int:
     return torch.get_num_threads()
 
 
-def _loaders(train: Split, test: Split, cfg: "TrainConfig", prec: Precision):
-    """Training and test loaders as `cfg.loader` asks: albumentations (`make_loaders`, with `loader_workers`),
-    or whole batches augmented on the device (`DeviceLoader`). Both apply the same augmentations."""
+def _loaders(train: Split, test: Split, cfg: "TrainConfig", prec: Precision, workers: int):
+    """Training and test loaders as `cfg.loader` asks: albumentations (`make_loaders`, with `workers` worker
+    processes), or whole batches augmented on the device (`DeviceLoader`). Both apply the same augmentations."""
     if cfg.loader == "device":
         common = dict(device=prec.device, seed=cfg.seed, channels_last=prec.channels_last)
         return (DeviceLoader(train, cfg.batch_size, pad=cfg.pad, flip_p=cfg.flip_p, cutout=cfg.cutout,
                              cutout_p=cfg.cutout_p, **common),
                 DeviceLoader(test, 2 * cfg.batch_size, augment=False, **common))
     aug = augmentations(pad=cfg.pad, cutout=cfg.cutout, cutout_p=cfg.cutout_p, flip_p=cfg.flip_p)
-    return make_loaders(train, test, cfg.batch_size, seed=cfg.seed, augment=aug,
-                        num_workers=loader_workers(prec.device, cfg.num_workers))
+    return make_loaders(train, test, cfg.batch_size, seed=cfg.seed, augment=aug, num_workers=workers)
 
 
 def train_step(net: nn.Module, x: torch.Tensor, y: torch.Tensor, criterion: nn.Module, opt: torch.optim.Optimizer,
@@ -320,7 +319,8 @@ def fit(model: nn.Module, train: Split, test: Split, config: TrainConfig | None 
     if device.type == "cuda": torch.backends.cudnn.benchmark = True
     seed_everything(cfg.seed)
 
-    train_dl, test_dl = _loaders(train, test, cfg, prec)
+    workers = loader_workers(device, cfg.num_workers) if cfg.loader == "albumentations" else 0
+    train_dl, test_dl = _loaders(train, test, cfg, prec, workers)
     if len(train_dl) == 0: raise ValueError("the training loader is empty")
     if cfg.pct_start * cfg.epochs * len(train_dl) < 2:
         raise ValueError(f"too few steps for OneCycleLR: {cfg.epochs} epoch(s) of {len(train_dl)} batch(es) with "
@@ -353,7 +353,7 @@ def fit(model: nn.Module, train: Split, test: Split, config: TrainConfig | None 
 
     end = cfg.epochs if stop_after is None else min(cfg.epochs, start + stop_after)
     if progress:
-        feed = (f"{cfg.loader} loader" + (f", {train_dl.num_workers} workers" if hasattr(train_dl, "num_workers") else "")
+        feed = (f"{cfg.loader} loader" + (f", {workers} workers" if cfg.loader == "albumentations" else "")
                 + (f", {threads} threads" if device.type == "cpu" else ""))
         print(f"Training in {prec}; {feed}")
     for epoch in range(start, end):
