@@ -24,7 +24,7 @@ from pytorch_grad_cam.utils.image import show_cam_on_image
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
 from .data import Split, eval_loader, normalize_batch, show_images, to_display
-from .model import GRADCAM_LAYERS, _unwrap, gradcam_layer, precision, resnet18
+from .model import GRADCAM_LAYERS, _unwrap, gradcam_layer, is_channels_last, precision, resnet18
 from .train import confusion_matrix, per_class_accuracy, predict
 
 # %% ../nbs/04_gradcam.ipynb #8230ab1c
@@ -164,12 +164,6 @@ def check_normalized(x: torch.Tensor) -> None:
                          "with CIFAR10_MEAN/CIFAR10_STD (cifar_gradcam.data.normalize_batch) first")
 
 
-def _is_channels_last(net: nn.Module) -> bool:
-    "Whether the model's first convolution holds its weights in the channels-last layout (as `fit` leaves it)."
-    w = next((m.weight for m in net.modules() if isinstance(m, nn.Conv2d)), None)
-    return w is not None and w.ndim == 4 and w.is_contiguous(memory_format=torch.channels_last) and not w.is_contiguous()
-
-
 def compute_cams(model: nn.Module, images: torch.Tensor, targets: Sequence[int], layer: str = "layer4",
                  method: str = "gradcam", batch_size: int = 128) -> np.ndarray:
     """CAMs (N, H, W) in [0, 1] of normalised `images` (N, 3, H, W) for class `targets[i]` of each image,
@@ -186,7 +180,7 @@ def compute_cams(model: nn.Module, images: torch.Tensor, targets: Sequence[int],
     if len(images) == 0: raise ValueError("no images to explain")
     net = _unwrap(model)
     was_training = net.training
-    prec = precision(next(net.parameters()).device, amp=False, channels_last=_is_channels_last(net))
+    prec = precision(next(net.parameters()).device, amp=False, channels_last=is_channels_last(net))
     out = []
     try:
         with CAM_METHODS[method](model=net, target_layers=[target_layer]) as cam:

@@ -20,7 +20,7 @@ import torch
 import torch.nn as nn
 from torch.utils.data import DataLoader
 
-from .model import precision
+from .model import is_channels_last, precision
 
 with warnings.catch_warnings():  # tqdm's "IProgress not found" when ipywidgets is missing: harmless
     warnings.filterwarnings("ignore", message="IProgress not found")
@@ -94,7 +94,7 @@ def lr_range_test(model: nn.Module, train_loader: DataLoader, *, start_lr: float
     `train_loader`, record the smoothed loss, and suggest learning rates (see `suggest_lrs`).
     `optimizer` defaults to `make_optimizer(model)`. The model and optimiser are restored afterwards.
     The sweep runs in the number format and layout that training uses (`precision(device, amp)`: 16-bit
-    autocast on GPUs and on CPUs with AMX / AVX-512 BF16); the model is moved to the device in that layout."""
+    autocast on GPUs and on CPUs with AMX / AVX-512 BF16); the model is moved to the device, and left in the memory layout it came in."""
     if not start_lr > 0: raise ValueError(f"start_lr must be positive; got {start_lr}")
     if not end_lr > start_lr: raise ValueError(f"end_lr ({end_lr}) must be above start_lr ({start_lr})")
     if not (isinstance(num_iter, int) and num_iter > 0): raise ValueError(f"num_iter must be a positive integer; got {num_iter!r}")
@@ -107,6 +107,7 @@ def lr_range_test(model: nn.Module, train_loader: DataLoader, *, start_lr: float
                            "first, then create OneCycleLR (or pass a fresh optimizer)")
     criterion = criterion or nn.CrossEntropyLoss()
     prec = precision(device if device is not None else next(model.parameters()).device, amp)
+    was_channels_last = is_channels_last(model)
     prec.prepare(model)
     amp_kw = {} if prec.dtype is None else dict(
         amp_backend="torch", amp_config={"device_type": prec.device.type, "dtype": prec.dtype}, grad_scaler=prec.grad_scaler())
@@ -123,6 +124,7 @@ def lr_range_test(model: nn.Module, train_loader: DataLoader, *, start_lr: float
     finally:
         finder.reset()
         model.train(before[2])
+        if prec.channels_last and not was_channels_last: model.to(memory_format=torch.contiguous_format)
     after = _state_snapshot(model, optimizer)
     if not (_same(before[0], after[0]) and _same(before[1], after[1])):
         raise RuntimeError("the LR range test did not restore the model and optimizer")

@@ -4,7 +4,7 @@
 
 # %% auto #0
 __all__ = ['GRADCAM_LAYERS', 'resnet18', 'count_parameters', 'model_stats', 'gradcam_layer', 'get_device', 'cpu_bf16_features',
-           'cpu_bf16_native', 'Precision', 'precision']
+           'cpu_bf16_native', 'Precision', 'is_channels_last', 'precision']
 
 # %% ../nbs/01_model.ipynb #7ecd22b2
 import os
@@ -173,6 +173,12 @@ class Precision:
         name = {None: "float32", torch.bfloat16: "bfloat16 autocast", torch.float16: "float16 autocast + GradScaler"}
         return (f"{name.get(self.dtype, self.dtype)}, {'channels-last' if self.channels_last else 'NCHW'} on "
                 f"{self.device.type}" + (f" ({self.why})" if self.why else ""))
+
+
+def is_channels_last(model: nn.Module) -> bool:
+    "Whether `model`'s first convolution holds its weights in the channels-last layout (as `Precision.prepare` leaves it)."
+    w = next((m.weight for m in _unwrap(model).modules() if isinstance(m, nn.Conv2d)), None)
+    return w is not None and w.is_contiguous(memory_format=torch.channels_last) and not w.is_contiguous()
 
 
 def precision(device: torch.device | str | None = None, amp: bool | None = None,

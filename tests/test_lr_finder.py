@@ -8,7 +8,7 @@ from torch.utils.data import DataLoader
 
 from cifar_gradcam import data as D
 from cifar_gradcam import lr_finder as L
-from cifar_gradcam.model import resnet18
+from cifar_gradcam.model import is_channels_last, resnet18
 
 
 @pytest.fixture(scope="module")
@@ -44,6 +44,13 @@ def test_state_restored_parameter_by_parameter(synthetic):
             assert torch.equal(after["state"][k][n], t)
     assert [g["lr"] for g in after["param_groups"]] == [g["lr"] for g in opt_state["param_groups"]]
     assert not model.training
+    assert not is_channels_last(model)  # the sweep may run channels-last, but leaves the layout it found
+
+
+def test_sweep_keeps_a_channels_last_model_channels_last(synthetic):
+    model = resnet18().to(memory_format=torch.channels_last)
+    L.lr_range_test(model, loader(synthetic[0]), start_lr=1e-4, end_lr=1.0, num_iter=3, amp=False)
+    assert is_channels_last(model)
 
 
 def test_suggestions_lie_inside_the_sweep():
