@@ -22,6 +22,7 @@ from pytorch_grad_cam import EigenCAM, GradCAM, GradCAMPlusPlus, ScoreCAM
 from pytorch_grad_cam.metrics.road import ROADCombined
 from pytorch_grad_cam.utils.image import show_cam_on_image
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+from scipy.stats import rankdata
 
 from .data import Split, eval_loader, normalize_batch, show_images, to_display
 from .model import GRADCAM_LAYERS, _unwrap, gradcam_layer, is_channels_last, precision, resnet18
@@ -245,11 +246,9 @@ def randomized_like(model: nn.Module, seed: int = 0) -> nn.Module:
 
 
 def rank_correlation(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    "Spearman rank correlation between each pair of maps a[i], b[i] (N, H, W)."
-    def ranks(x):
-        x = x.reshape(len(x), -1)
-        return np.argsort(np.argsort(x, axis=1), axis=1).astype(np.float64)
-    ra, rb = ranks(a), ranks(b)
+    """Spearman rank correlation between each pair of maps a[i], b[i] (N, H, W). Tied values (Grad-CAM maps have
+    many exact zeros) share their average rank, as Spearman's definition asks."""
+    ra, rb = (rankdata(np.asarray(x).reshape(len(x), -1), axis=1) for x in (a, b))
     ra -= ra.mean(1, keepdims=True); rb -= rb.mean(1, keepdims=True)
     return (ra * rb).sum(1) / np.sqrt((ra ** 2).sum(1) * (rb ** 2).sum(1) + 1e-12)
 
