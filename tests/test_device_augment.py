@@ -29,7 +29,6 @@ def decode(out: np.ndarray) -> dict[str, np.ndarray]:
     and the hole (present, top-left corner, height, width). Fails if an image fits no single choice."""
     n = len(out)
     hole = out[..., 2] != 255
-    keep = ~hole
     r, c = np.meshgrid(np.arange(S), np.arange(S), indexing="ij")
     src_r, src_c = out[..., 0].astype(int) // 8, out[..., 1].astype(int) // 8
     fits_dy = np.stack([((src_r == _reflect(r + d - PAD)) | hole).all((1, 2)) for d in range(2 * PAD + 1)], 1)
@@ -41,7 +40,7 @@ def decode(out: np.ndarray) -> dict[str, np.ndarray]:
     ys = np.where(has, hole.any(2).argmax(1), -1)
     xs = np.where(has, hole.any(1).argmax(1), -1)
     h, w = hole.any(2).sum(1), hole.any(1).sum(1)
-    assert (keep | hole).all()
+    assert (out[hole] == D.fill_colour()).all(), "a hole pixel is not the fill colour (the training-set mean)"
     return {"dy": fits_dy.argmax(1), "dx": dx_flip[:, 0], "flip": dx_flip[:, 1], "hole": has.astype(int),
             "hole_y": ys, "hole_x": xs, "hole_h": h, "hole_w": w, "hole_px": hole.sum((1, 2)), "n": n}
 
