@@ -24,8 +24,8 @@ from .data import (DataError, Split, load_cifar10, normalize_batch, show_augment
 from .gradcam import (NoMistakesError, Predictions, compute_cams, get_predictions, mistake_titles, most_confused,
                                    plot_confusion_matrix, select_mistakes, show_cam_grid, show_mistakes)
 from .lr_finder import lr_range_test, plot_lr_finder, sweep_plan
-from .model import GRADCAM_LAYERS, get_device, precision, resnet18
-from .train import (LOADERS, CheckpointError, TrainConfig, TrainingDiverged, fit, load_checkpoint, load_weights, loader_workers,
+from .model import GRADCAM_LAYERS, DeviceError, get_device, precision, resnet18
+from .train import (LOADERS, CheckpointError, ConfigError, TrainConfig, TrainingDiverged, fit, load_checkpoint, load_weights, loader_workers,
                                  per_class_table, plot_history, score, seed_everything)
 
 # %% ../nbs/05_cli.ipynb #6c394e1b
@@ -34,6 +34,16 @@ class UsageError(Exception):
 
 
 SMOKE = dict(limit=256, test_limit=128, epochs=1, batch_size=32, lr_iters=10)
+
+
+def _positive(text: str) -> int:
+    "An argparse type: a whole number of at least 1."
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if n < 1: raise argparse.ArgumentTypeError(f"must be at least 1; got {n}")
+    return n
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -83,7 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
         data_opts(q, training=False)
         q.add_argument("--out", type=Path, default=None, help="output folder (default: the checkpoint's folder)")
         if name == "gradcam":
-            q.add_argument("--n", type=int, default=20, help="how many mistakes to show (default 20)")
+            q.add_argument("--n", type=_positive, default=20, help="how many mistakes to show (default 20)")
     return p
 
 # %% ../nbs/05_cli.ipynb #23f76ca2
@@ -130,7 +140,7 @@ def _config(args, train: Split, device) -> TrainConfig:
     if args.resume:
         last = out / "last.pt"
         if not last.exists(): raise UsageError(f"--resume: no checkpoint {last} to continue; start without --resume")
-        return TrainConfig(**load_checkpoint(last)["config"])
+        return TrainConfig.from_saved(load_checkpoint(last)["config"])
     cfg = TrainConfig(epochs=args.epochs or (SMOKE["epochs"] if args.smoke else 20),
                       batch_size=args.batch_size or (SMOKE["batch_size"] if args.smoke else 512),
                       seed=args.seed, num_workers=args.workers, loader=args.loader, compile=args.compile,
@@ -233,6 +243,8 @@ def cmd_train(args, report: bool = False) -> dict:
 
 def _load(args):
     ckpt = load_checkpoint(args.checkpoint)            # read once: the metadata, then the weights from it
+    if ckpt.get("arch", "resnet18") != "resnet18":
+        raise CheckpointError(f"{args.checkpoint} holds a {ckpt['arch']} model; this command rebuilds only resnet18 models")
     model = load_weights(resnet18(num_classes=int(ckpt.get("num_classes", 10))), ckpt, args.checkpoint)
     device = get_device(args.device)
     _, test = load_cifar10(args.data)
@@ -265,7 +277,9 @@ def cmd_gradcam(args) -> None:
     print("report:", run.write_report())
 
 # %% ../nbs/05_cli.ipynb #9de3825b
-USER_ERRORS = (UsageError, DataError, CheckpointError, TrainingDiverged, ValueError, FileNotFoundError)
+#: The errors that are the user's to fix (bad arguments, data, checkpoints, settings, devices, a diverging run): one line,
+#: exit code 2. Anything else is a bug and keeps its traceback.
+USER_ERRORS = (UsageError, DataError, CheckpointError, ConfigError, DeviceError, TrainingDiverged, FileNotFoundError)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -106,6 +106,8 @@ def test_stop_after_then_resume(tmp_path):
     (["train", "--data", "cifar100", "--smoke"], "Unknown data source"),
     (["train", "--data", "synthetic", "--smoke", "--max-lr", "-1"], "max_lr=-1.0"),
     (["evaluate", "--checkpoint", "/nowhere.pt", "--data", "synthetic"], "no checkpoint at"),
+    (["train", "--data", "synthetic", "--smoke", "--device", "tpu"], "unknown device 'tpu'"),
+    (["gradcam", "--checkpoint", "x.pt", "--n", "0"], "must be at least 1"),
     (["train", "--data", "synthetic", "--smoke", "--resume", "--out", "/tmp/cifar-gradcam-never-made"], "no checkpoint"),
 ])
 def test_bad_usage_exits_2_with_one_line(args, message):
@@ -113,3 +115,22 @@ def test_bad_usage_exits_2_with_one_line(args, message):
     assert r.returncode == 2, (r.returncode, r.stderr)
     assert message in r.stderr and "Traceback" not in r.stderr
     assert len([l for l in r.stderr.splitlines() if "error" in l]) == 1
+
+
+def test_an_internal_error_is_not_passed_off_as_a_usage_error(monkeypatch):
+    "A bug (here a ValueError from deep inside) keeps its traceback: only the user's errors become one line, exit 2."
+    import cifar_gradcam.cli as C
+    def broken(args): raise ValueError("an internal bug")
+    monkeypatch.setattr(C, "cmd_evaluate", broken)
+    with pytest.raises(ValueError, match="an internal bug"):
+        main(["evaluate", "--checkpoint", "x.pt", "--data", "synthetic"])
+
+
+def test_evaluate_refuses_a_checkpoint_of_another_architecture(tmp_path):
+    import torch.nn as nn
+    from cifar_gradcam.train import fit
+    train, test = __import__("cifar_gradcam.data", fromlist=["x"]).make_synthetic(n_train=128, n_test=32, seed=0)
+    small = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 10))
+    fit(small, train, test, epochs=1, batch_size=16, max_lr=0.05, out_dir=tmp_path, progress=False)
+    r = cli("evaluate", "--checkpoint", tmp_path / "best.pt", "--data", "synthetic", "--smoke")
+    assert r.returncode == 2 and "holds a Sequential model" in r.stderr and "Traceback" not in r.stderr, r.stderr

@@ -1,14 +1,16 @@
 """cifar_gradcam.train: the model learns, resuming is exact, the NaN guard, checkpoint errors."""
+import dataclasses
 import json
 import os
 from pathlib import Path
 
 import pytest
 import torch
+import torch.nn as nn
 
 from cifar_gradcam import data as D
 from cifar_gradcam import train as T
-from cifar_gradcam.model import resnet18
+from cifar_gradcam.model import precision, resnet18
 
 SHARED_TAR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "cifar10-jpeg-train.tar.gz"
 
@@ -95,6 +97,51 @@ def test_resume_refuses_another_recipe(synthetic, tmp_path):
               resume=True, progress=False)
 
 
+def test_resume_refuses_a_change_in_every_recipe_setting(synthetic, tmp_path):
+    "The recipe settings are derived from `TrainConfig` (all but `RUN_ONLY`), so a new field cannot escape the check."
+    assert set(T.RUN_ONLY) <= {f.name for f in dataclasses.fields(T.TrainConfig)}
+    train, test = synthetic[0].limit(160), synthetic[1].limit(32)  # 5 batches of 32, 4 of 33: enough for OneCycle
+    cfg = T.TrainConfig(epochs=2, batch_size=32, max_lr=0.05, num_workers=0)
+    T.fit(resnet18(), train, test, cfg, out_dir=tmp_path, stop_after=1, progress=False)
+    for name in T.TrainConfig.recipe_fields():
+        v = getattr(cfg, name)
+        other = (not v) if isinstance(v, bool) else v + 1 if isinstance(v, int) else v * 0.9
+        with pytest.raises(T.CheckpointError, match=f"recipe differs.*{name}"):
+            T.fit(resnet18(), train, test, cfg.replace(**{name: other}), out_dir=tmp_path, resume=True, progress=False)
+
+
+def test_momentum_settings_are_what_the_optimiser_uses(synthetic, tmp_path):
+    "OneCycle cycles momentum between max_momentum and base_momentum; equal values keep it constant."
+    train, test = synthetic[0].limit(128), synthetic[1].limit(32)
+    T.fit(resnet18(), train, test, epochs=1, batch_size=16, max_lr=0.05, max_momentum=0.5, base_momentum=0.5,
+          out_dir=tmp_path / "flat", progress=False)
+    groups = T.load_checkpoint(tmp_path / "flat" / "last.pt")["optimizer"]["param_groups"]
+    assert all(g["momentum"] == pytest.approx(0.5) for g in groups), [g["momentum"] for g in groups]
+    T.fit(resnet18(), train, test, epochs=2, batch_size=32, max_lr=0.05, max_momentum=0.9, base_momentum=0.6,
+          out_dir=tmp_path / "cycled", stop_after=1, progress=False)
+    mid = T.load_checkpoint(tmp_path / "cycled" / "last.pt")["optimizer"]["param_groups"][0]["momentum"]
+    assert 0.6 <= mid < 0.9  # half-way through, past the LR's peak: momentum is on its way back up from 0.6
+
+
+def test_old_checkpoint_config_with_momentum_still_loads():
+    "Configs saved before the momentum settings were renamed hold `momentum`, which OneCycle always overrode."
+    saved = {**dataclasses.asdict(T.TrainConfig(epochs=3)), "momentum": 0.9}
+    del saved["max_momentum"], saved["base_momentum"]
+    cfg = T.TrainConfig.from_saved(saved)
+    assert cfg == T.TrainConfig(epochs=3) and (cfg.max_momentum, cfg.base_momentum) == (0.95, 0.85)
+    with pytest.raises(T.ConfigError, match="unknown training setting"):
+        T.TrainConfig.from_saved({**saved, "warp_speed": 9})
+
+
+def test_checkpoint_records_the_architecture_trained(synthetic, tmp_path):
+    train, test = synthetic[0].limit(128), synthetic[1].limit(32)
+    small = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 10))
+    T.fit(small, train, test, epochs=1, batch_size=16, max_lr=0.05, out_dir=tmp_path / "small", progress=False)
+    assert T.load_checkpoint(tmp_path / "small" / "last.pt")["arch"] == "Sequential"
+    T.fit(resnet18(), train, test, epochs=1, batch_size=16, max_lr=0.05, out_dir=tmp_path / "resnet", progress=False)
+    assert T.load_checkpoint(tmp_path / "resnet" / "last.pt")["arch"] == "resnet18"
+
+
 def test_nan_guard_keeps_last_good_checkpoint(synthetic, tmp_path):
     train, test = synthetic[0].limit(128), synthetic[1].limit(32)
     cfg = T.TrainConfig(epochs=2, batch_size=32, max_lr=0.05, num_workers=0)
@@ -131,7 +178,19 @@ def test_evaluate_restores_mode_and_tta(synthetic):
     ev = T.evaluate(model, dl, test.classes)
     assert model.training and ev["n"] == 40 and set(ev["per_class"]) == set(test.classes)
     ev2 = T.evaluate(model, dl, test.classes, tta=True)
-    assert 0 <= ev2["acc"] <= 1 and ev2["loss"] > 0
+    # TTA is the average of the probabilities of each image and of its mirror image, in the same precision
+    probs, labels = T.predict(model, dl, tta=True)
+    prec, by_hand = precision("cpu"), []
+    with torch.no_grad(), prec.autocast():
+        model.eval()
+        for x, _ in dl:
+            x = prec.inputs(x)
+            by_hand.append((model(x).float().softmax(1) + model(x.flip(3)).float().softmax(1)).cpu() / 2)
+        model.train()
+    by_hand = torch.cat(by_hand)
+    torch.testing.assert_close(probs, by_hand, atol=1e-5, rtol=1e-4)
+    assert ev2["acc"] == pytest.approx((by_hand.argmax(1) == labels).float().mean().item(), abs=1e-9)
+    assert not torch.allclose(by_hand, T.predict(model, dl)[0], atol=1e-4)  # the mirror images changed something
     # per-class accuracies, weighted by each class's share of the images, make up the overall accuracy
     counts = test.class_counts()
     weighted = sum(ev["per_class"][c] * counts[c] for c in counts if counts[c]) / ev["n"]
