@@ -25,7 +25,6 @@ import argparse
 import time
 from contextlib import contextmanager
 
-import numpy as np
 import torch
 import torch.nn as nn
 

@@ -183,7 +183,6 @@ def _load_image_folder(path: Path, cache_dir=None, use_cache: bool = True) -> tu
             raise DataError(f"{where} is empty. Expected the ImageFolder layout train/<class>/*.jpg")
         layout = _index_layout(files, where)
         read = lambda n: (path / n).read_bytes()
-        prefix = ""
     else:
         if not tarfile.is_tarfile(path):
             raise DataError(f"{where} is not a readable .tar.gz archive; give a folder or a tar.gz of one")
@@ -506,12 +505,17 @@ def _seed_worker(worker_id: int) -> None:
     cv2.setNumThreads(1)  # workers already run in parallel; OpenCV threads would oversubscribe the CPU
 
 
+def _check_batching(split: Split, batch_size: int, purpose: str) -> None:
+    "What every loader checks first: batches of at least one image, and images to batch (`purpose`: what they are for)."
+    if batch_size < 1: raise DataError(f"batch_size must be at least 1; got {batch_size}")
+    if len(split) == 0: raise DataError(f"empty split: no images to {purpose}")
+
+
 def eval_loader(split: Split, batch_size: int = 1024, num_workers: int | None = None,
                 mean: Sequence[float] = CIFAR10_MEAN, std: Sequence[float] = CIFAR10_STD,
                 pin_memory: bool | None = None) -> DataLoader:
     "Batches of `split` in order, normalised and not augmented: for evaluation and prediction."
-    if batch_size < 1: raise DataError(f"batch_size must be at least 1; got {batch_size}")
-    if len(split) == 0: raise DataError("empty split: no images to evaluate")
+    _check_batching(split, batch_size, "evaluate")
     num_workers = default_num_workers() if num_workers is None else num_workers
     pin_memory = torch.cuda.is_available() if pin_memory is None else pin_memory
     return DataLoader(CifarDataset(split, None, mean, std), batch_size=batch_size, shuffle=False,
@@ -526,8 +530,7 @@ def train_loader(train: Split, batch_size: int = 512, *, seed: int = 0, num_work
     default `augmentations()`, reproducibly from `seed`), full batches only when there is at least one, so
     BatchNorm never sees a batch of one. Workers default to `default_num_workers()`; pinned memory to
     whether CUDA is present."""
-    if batch_size < 1: raise DataError(f"batch_size must be at least 1; got {batch_size}")
-    if len(train) == 0: raise DataError("empty split: no training images")
+    _check_batching(train, batch_size, "train on")
     num_workers = default_num_workers() if num_workers is None else num_workers
     pin_memory = torch.cuda.is_available() if pin_memory is None else pin_memory
     augment = augmentations(mean=mean) if augment is None else augment
@@ -544,8 +547,6 @@ def make_loaders(train: Split, test: Split, batch_size: int = 512, *, seed: int 
                  pin_memory: bool | None = None, test_batch_size: int | None = None) -> tuple[DataLoader, DataLoader]:
     """Training and test `DataLoader`s: `train_loader` (shuffled, augmented, seeded) and `eval_loader`
     (in order, only normalised; batches of `test_batch_size`, default twice `batch_size`)."""
-    if len(train) == 0 or len(test) == 0:
-        raise DataError(f"empty split: {len(train)} training and {len(test)} test images")
     train_dl = train_loader(train, batch_size, seed=seed, num_workers=num_workers, augment=augment, mean=mean,
                             std=std, pin_memory=pin_memory)
     test_dl = eval_loader(test, test_batch_size or 2 * batch_size, num_workers, mean, std, pin_memory)
@@ -630,8 +631,7 @@ class DeviceLoader:
                  augment: bool = True, shuffle: bool | None = None, drop_last: bool | None = None, seed: int = 0,
                  pad: int = 4, flip_p: float = 0.5, cutout: int = 16, cutout_p: float = 0.5,
                  mean: Sequence[float] = CIFAR10_MEAN, std: Sequence[float] = CIFAR10_STD, channels_last: bool = False):
-        if batch_size < 1: raise DataError(f"batch_size must be at least 1; got {batch_size}")
-        if len(split) == 0: raise DataError("empty split: no images to load")
+        _check_batching(split, batch_size, "load")
         size = split.x.shape[1]
         if split.x.shape[1] != split.x.shape[2]: raise DataError(f"DeviceLoader needs square images; got {split.x.shape[1:3]}")
         _check_aug(size, pad, flip_p, cutout, cutout_p)

@@ -9,7 +9,6 @@ __all__ = ['CAM_METHODS', 'Predictions', 'get_predictions', 'plot_confusion_matr
 
 # %% ../nbs/04_gradcam.ipynb #49c86957
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Sequence
 
 import cv2
@@ -24,8 +23,8 @@ from pytorch_grad_cam.utils.image import show_cam_on_image
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 from scipy.stats import rankdata
 
-from .data import Split, eval_loader, normalize_batch, show_images, to_display
-from .model import GRADCAM_LAYERS, _unwrap, gradcam_layer, is_channels_last, precision, resnet18
+from .data import Split, eval_loader, show_images, to_display
+from .model import evaluating, gradcam_layer, is_channels_last, precision, resnet18, unwrap
 from .train import confusion_matrix, per_class_accuracy, predict
 
 # %% ../nbs/04_gradcam.ipynb #8230ab1c
@@ -128,17 +127,16 @@ def show_mistakes(split: Split, preds: Predictions, idx: Sequence[int], ncols: i
 # %% ../nbs/04_gradcam.ipynb #6c215b85
 def gradcam_by_hand(model: nn.Module, x: torch.Tensor, target: int, layer: str = "layer4") -> np.ndarray:
     "Grad-CAM of one normalised image `x` (3, H, W) for class `target`, written out step by step."
-    net, module = _unwrap(model), gradcam_layer(model, layer)
+    net, module = unwrap(model), gradcam_layer(model, layer)
     store = {}
     h1 = module.register_forward_hook(lambda m, i, o: store.__setitem__("A", o))
     h2 = module.register_full_backward_hook(lambda m, gi, go: store.__setitem__("dA", go[0]))
-    was_training = net.training
     try:
-        net.eval()
-        score = net(x[None].to(next(net.parameters()).device))[0, target]   # the logit of class `target`
-        net.zero_grad(); score.backward()                                  # 1. gradients
+        with evaluating(net):
+            score = net(x[None].to(next(net.parameters()).device))[0, target]   # the logit of class `target`
+            net.zero_grad(); score.backward()                                  # 1. gradients
     finally:
-        h1.remove(); h2.remove(); net.zero_grad(set_to_none=True); net.train(was_training)
+        h1.remove(); h2.remove(); net.zero_grad(set_to_none=True)
     A, dA = store["A"][0].detach(), store["dA"][0]
     alpha = dA.mean(dim=(1, 2))                                            # 2. pooled weights, one per channel
     cam = (alpha[:, None, None] * A).sum(0)                                # 3. weighted sum of feature maps
@@ -179,19 +177,17 @@ def compute_cams(model: nn.Module, images: torch.Tensor, targets: Sequence[int],
     targets = [int(t) for t in targets]
     if len(targets) != len(images): raise ValueError(f"{len(images)} images but {len(targets)} targets")
     if len(images) == 0: raise ValueError("no images to explain")
-    net = _unwrap(model)
-    was_training = net.training
+    net = unwrap(model)
     prec = precision(next(net.parameters()).device, amp=False, channels_last=is_channels_last(net))
     out = []
     try:
-        with CAM_METHODS[method](model=net, target_layers=[target_layer]) as cam:
+        with evaluating(net), CAM_METHODS[method](model=net, target_layers=[target_layer]) as cam:
             if method == "scorecam": cam.batch_size = batch_size
             for i in range(0, len(images), batch_size):
                 x = prec.inputs(images[i:i + batch_size])
                 out.append(cam(input_tensor=x, targets=[ClassifierOutputTarget(t) for t in targets[i:i + batch_size]]))
     finally:
         net.zero_grad(set_to_none=True)
-        net.train(was_training)
     return np.concatenate(out).astype(np.float32)
 
 # %% ../nbs/04_gradcam.ipynb #50240fd3
@@ -225,22 +221,19 @@ def faithfulness(model: nn.Module, images: torch.Tensor, cams: np.ndarray, targe
     """ROAD combined score (pytorch_grad_cam.metrics) of each CAM: half the drop in the target logit when
     the least-relevant pixels are removed minus when the most-relevant are; higher is more faithful."""
     check_normalized(images)
-    net = _unwrap(model)
-    was_training, device = net.training, next(net.parameters()).device
+    net = unwrap(model)
+    device = next(net.parameters()).device
     metric, scores = ROADCombined(percentiles=list(percentiles)), []
-    try:
-        net.eval()
+    with evaluating(net):
         for i in range(0, len(images), batch_size):
             t = [ClassifierOutputTarget(int(c)) for c in targets[i:i + batch_size]]
             scores.append(metric(images[i:i + batch_size].to(device), cams[i:i + batch_size], t, net))
-    finally:
-        net.train(was_training)
     return np.concatenate(scores).astype(np.float32)
 
 # %% ../nbs/04_gradcam.ipynb #b00ecee8
 def randomized_like(model: nn.Module, seed: int = 0) -> nn.Module:
     "A freshly initialised ResNet-18 with `model`'s number of classes, on its device, in eval mode."
-    net = _unwrap(model)
+    net = unwrap(model)
     torch.manual_seed(seed)
     return resnet18(num_classes=net.fc.out_features).to(next(net.parameters()).device).eval()
 

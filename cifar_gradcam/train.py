@@ -11,7 +11,6 @@ __all__ = ['LOADERS', 'RUN_ONLY', 'CHECKPOINT_FORMAT', 'seed_everything', 'Confi
 # %% ../nbs/03_training.ipynb #be416878
 import csv
 import json
-import math
 import os
 import random
 import time
@@ -33,7 +32,7 @@ with warnings.catch_warnings():  # tqdm's "IProgress not found" when ipywidgets 
 
 from .data import DeviceLoader, Split, augmentations, default_num_workers, make_loaders
 from .lr_finder import ONECYCLE, make_optimizer
-from .model import Precision, _unwrap, arch_name, get_device, precision, resnet18
+from .model import Precision, arch_name, evaluating, get_device, precision, unwrap
 
 # %% ../nbs/03_training.ipynb #6d8519c8
 def seed_everything(seed: int = 0) -> None:
@@ -169,18 +168,14 @@ def predict(model: nn.Module, loader: DataLoader, device: torch.device | str | N
     """Class probabilities (N, C) and true labels (N,) for every batch of `loader`, on the CPU, in the number
     format and layout `precision(device, amp, channels_last)` chooses. Restores the model's mode."""
     prec = precision(device if device is not None else next(model.parameters()).device, amp, channels_last)
-    was_training = model.training
-    model.eval()
     probs, labels = [], []
-    try:
+    with evaluating(model):
         for x, y in loader:
             x, y = prec.inputs(x), y.to(prec.device)
             with prec.autocast():
                 p = model(x).float().softmax(1)
                 if tta: p = (p + model(torch.flip(x, dims=[3])).float().softmax(1)) / 2
             probs.append(p.cpu()); labels.append(y.cpu())
-    finally:
-        model.train(was_training)
     if not probs: raise ValueError("the loader yielded no batches to predict on")
     return torch.cat(probs), torch.cat(labels)
 
@@ -276,7 +271,7 @@ def load_checkpoint(path: str | os.PathLike, model: nn.Module | None = None, map
 def load_weights(model: nn.Module, ckpt: dict, path: str | os.PathLike = "the checkpoint") -> nn.Module:
     """Load the weights of an already-read checkpoint `ckpt` into `model` (unwrapping a compiled model);
     weights for another model (missing, extra or other-shaped tensors) are a `CheckpointError` naming `path`."""
-    target = _unwrap(model).state_dict()
+    target = unwrap(model).state_dict()
     src = ckpt["model"]
     wrong = [k for k in target if k not in src or src[k].shape != target[k].shape]
     extra = [k for k in src if k not in target]
@@ -284,7 +279,7 @@ def load_weights(model: nn.Module, ckpt: dict, path: str | os.PathLike = "the ch
         raise CheckpointError(f"{path} holds weights for a different model ({ckpt.get('arch', '?')}, "
                               f"{ckpt.get('num_classes', '?')} classes): {len(wrong)} tensors missing or of another "
                               f"shape (e.g. {(wrong or extra)[0]}), {len(extra)} unexpected")
-    _unwrap(model).load_state_dict(src)
+    unwrap(model).load_state_dict(src)
     return model
 
 # %% ../nbs/03_training.ipynb #8c49242e
@@ -402,7 +397,7 @@ def fit(model: nn.Module, train: Split, test: Split, config: TrainConfig | None 
             print(f"epoch {epoch + 1:2d}/{cfg.epochs}  train loss {rec['train_loss']:.3f} acc {rec['train_acc']:6.1%}  "
                   f"test loss {rec['test_loss']:.3f} acc {rec['test_acc']:6.1%}  lr {rec['lr']:.3g}  {rec['seconds']:.1f} s")
         if out is not None:
-            state = dict(model=_unwrap(model).state_dict(), optimizer=opt.state_dict(), scheduler=sched.state_dict(),
+            state = dict(model=unwrap(model).state_dict(), optimizer=opt.state_dict(), scheduler=sched.state_dict(),
                          scaler=scaler.state_dict(), epoch=epoch + 1, history=history.records, rng=_rng_state(),
                          config=asdict(cfg), arch=arch_name(model), num_classes=len(train.classes),
                          classes=list(train.classes), per_class=ev["per_class"])

@@ -103,3 +103,17 @@ def test_gpu_precision_asks_for_native_bf16_not_emulated(monkeypatch, native, dt
     p = M.precision(torch.device("cuda"))
     assert p.dtype == dtype and p.scaled == (dtype == torch.float16) and p.channels_last
     assert M.precision(torch.device("cuda"), amp=False).dtype is None
+
+
+def test_evaluating_restores_the_mode_even_after_an_error():
+    net = M.resnet18().train()
+    with M.evaluating(net):
+        assert not net.training and not net.layer1[0].bn1.training
+    assert net.training and net.layer1[0].bn1.training
+    with pytest.raises(RuntimeError), M.evaluating(net):
+        raise RuntimeError("inside")
+    assert net.training
+    net.eval()
+    with M.evaluating(net):
+        pass
+    assert not net.training

@@ -1,7 +1,6 @@
 """cifar_gradcam.train: the model learns, resuming is exact, the NaN guard, checkpoint errors."""
 import dataclasses
 import json
-import os
 from pathlib import Path
 
 import pytest
