@@ -8,7 +8,7 @@ in how a batch is made:
   a PIL image (as `torchvision.datasets.CIFAR10.__getitem__` does), back into a numpy array, runs the
   whole albumentations pipeline (augment, Normalize, ToTensorV2) on it, and lets `default_collate`
   stack the per-image tensors;
-- this kit: `cifar_gradcam.data.make_loaders`: per-image augmentation on uint8 arrays, then one
+- this kit: `cifar_gradcam.loaders.make_loaders`: per-image augmentation on uint8 arrays, then one
   vectorised normalisation per batch (`CifarDataset.__getitems__`).
 
     python benchmarks/bench_data.py [--images 20000] [--workers 0 2] [--data synthetic|PATH]
@@ -32,6 +32,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from _report import RESULTS, machine, versions, write
 from cifar_gradcam import data as D
+from cifar_gradcam import loaders as L
 
 
 class CourseRepoDataset(Dataset):
@@ -52,14 +53,14 @@ def _seed_baseline_worker(_):
 
 
 def baseline_loader(split, batch_size, workers):
-    return DataLoader(CourseRepoDataset(split, D.train_transforms(seed=0)), batch_size=batch_size, shuffle=True,
+    return DataLoader(CourseRepoDataset(split, L.train_transforms(seed=0)), batch_size=batch_size, shuffle=True,
                       drop_last=True, num_workers=workers, persistent_workers=workers > 0,
                       worker_init_fn=_seed_baseline_worker if workers else None,
                       generator=torch.Generator().manual_seed(0))
 
 
 def kit_loader(split, batch_size, workers):
-    return D.make_loaders(split, split, batch_size=batch_size, num_workers=workers, seed=0, pin_memory=False)[0]
+    return L.make_loaders(split, split, batch_size=batch_size, num_workers=workers, seed=0, pin_memory=False)[0]
 
 
 def images_per_second(loader, epochs: int = 1) -> float:

@@ -22,6 +22,7 @@ from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
 from _report import RESULTS, machine, versions, write
 from cifar_gradcam import data as D
+from cifar_gradcam import loaders as L
 from cifar_gradcam.gradcam import compute_cams
 from cifar_gradcam.model import get_device, gradcam_layer, resnet18
 
@@ -49,7 +50,7 @@ def main(argv=None):
     torch.manual_seed(0)
     model = resnet18().to(device).eval()
     split, _ = D.make_synthetic(n_train=a.images, n_test=1)
-    x, targets = D.normalize_batch(split.x), split.y
+    x, targets = L.normalize_batch(split.x), split.y
 
     compute_cams(model, x[:a.batch_size], targets[:a.batch_size], a.layer, batch_size=a.batch_size)  # warm-up
     t0 = time.perf_counter()

@@ -30,7 +30,9 @@ import torch.nn as nn
 
 from _report import machine, versions, write
 from cifar_gradcam import data as D
-from cifar_gradcam.lr_finder import make_optimizer
+from cifar_gradcam import device_loader as DL
+from cifar_gradcam import loaders as L
+from cifar_gradcam.optim import make_optimizer
 from cifar_gradcam.model import Precision, get_device, precision, resnet18
 from cifar_gradcam.train import TrainConfig, fit, loader_workers, seed_everything, train_step
 
@@ -75,13 +77,13 @@ def loader_images_per_s(make, device: torch.device, batches: int, skip: int) -> 
 def bench_loaders(train: D.Split, device: torch.device, args) -> dict:
     bs = args.loader_batch_size
     train = train.limit(args.loader_images)
-    workers = D.default_num_workers() if args.workers is None else args.workers   # the loader alone may use every core
+    workers = L.default_num_workers() if args.workers is None else args.workers   # the loader alone may use every core
     skip = {"albumentations_dataloader": 2 * workers + 1, "device_loader": 1}
     batches = min(args.loader_batches, len(train) // bs - max(skip.values()))
     if batches < 1: raise SystemExit(f"--loader-images {len(train)} gives no full batches of {bs} to time")
     sides = {
-        "albumentations_dataloader": lambda: D.make_loaders(train, train.limit(10), bs, num_workers=workers)[0],
-        "device_loader": lambda: D.DeviceLoader(train, bs, device=device,
+        "albumentations_dataloader": lambda: L.make_loaders(train, train.limit(10), bs, num_workers=workers)[0],
+        "device_loader": lambda: DL.DeviceLoader(train, bs, device=device,
                                                 channels_last=precision(device).channels_last),
     }
     best = {k: 0.0 for k in sides}

@@ -23,8 +23,11 @@ import torch
 
 from _report import machine, versions, write
 from cifar_gradcam import data as D
+from cifar_gradcam import device_loader as DL
+from cifar_gradcam import loaders as L
 from cifar_gradcam.model import get_device, resnet18
-from cifar_gradcam.train import TrainConfig, evaluate, fit, seed_everything
+from cifar_gradcam.evaluate import evaluate
+from cifar_gradcam.train import TrainConfig, fit, seed_everything
 
 
 def parse_set(items: list[str]) -> dict:
@@ -61,8 +64,8 @@ def run(train: D.Split, val: D.Split, config: TrainConfig, device: torch.device,
     h = fit(model, train, val, config, device=device, progress=progress)
     wall = time.perf_counter() - t0
     out = {"history": h.records, "wall_seconds": round(wall, 2), **_summary(h, train, config)}
-    if device.type == "cuda": loader = D.DeviceLoader(val, 1024, device=device, augment=False, channels_last=True)
-    else: loader = D.eval_loader(val, 1024, num_workers=config.num_workers)
+    if device.type == "cuda": loader = DL.DeviceLoader(val, 1024, device=device, augment=False, channels_last=True)
+    else: loader = L.eval_loader(val, 1024, num_workers=config.num_workers)
     other = evaluate(model, loader, device=device, tta=not config.tta)["acc"]  # the last epoch scored one of the two
     last = h[-1]["test_acc"]
     out["final_val_acc_plain"], out["final_val_acc_flip_tta"] = (other, last) if config.tta else (last, other)

@@ -1,4 +1,4 @@
-"""cifar_gradcam.data: every source, the published statistics, augmentation, loaders, bad input."""
+"""cifar_gradcam.data and cifar_gradcam.loaders: every source, the published statistics, augmentation, loaders, bad input."""
 import tarfile
 from pathlib import Path
 
@@ -8,6 +8,7 @@ import torch
 from PIL import Image
 
 from cifar_gradcam import data as D
+from cifar_gradcam import loaders as L
 
 SHARED_TAR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "cifar10-jpeg-train.tar.gz"
 needs_shared = pytest.mark.skipif(not SHARED_TAR.exists(), reason=f"real CIFAR-10 not at {SHARED_TAR}")
@@ -110,16 +111,16 @@ def test_real_cifar10_training_set(cache):
 
 def test_augmentation_keeps_shape_and_changes_pixels():
     train, _ = D.make_synthetic(64, 10)
-    tfm = D.train_transforms(seed=0)
+    tfm = L.train_transforms(seed=0)
     outs = torch.stack([tfm(image=train.x[0])["image"] for _ in range(20)])
     assert outs.shape == (20, 3, 32, 32) and outs.dtype == torch.float32
-    plain = D.test_transforms()(image=train.x[0])["image"]
+    plain = L.test_transforms()(image=train.x[0])["image"]
     assert sum(not torch.allclose(o, plain) for o in outs) >= 15
 
 
 def test_cutout_fills_with_mean_which_normalises_to_zero():
     img = np.full((32, 32, 3), 255, np.uint8)
-    tfm = D.train_transforms(seed=0, pad=0, flip_p=0, cutout_p=1.0)
+    tfm = L.train_transforms(L.AugSpec(pad=0, flip_p=0, cutout_p=1.0), seed=0)
     out = tfm(image=img)["image"]
     hole = (out.abs() < 0.02).all(0)
     assert hole.sum() == 16 * 16
@@ -127,17 +128,17 @@ def test_cutout_fills_with_mean_which_normalises_to_zero():
 
 def test_batched_dataset_equals_per_image_pipeline():
     train, _ = D.make_synthetic(16, 4)
-    xb, yb = D.CifarDataset(train, D.augmentations(seed=7)).__getitems__(list(range(16)))
-    ref = D.train_transforms(seed=7)
+    xb, yb = L.CifarDataset(train, L.augmentations(seed=7)).__getitems__(list(range(16)))
+    ref = L.train_transforms(seed=7)
     torch.testing.assert_close(xb, torch.stack([ref(image=i)["image"] for i in train.x]), atol=1e-5, rtol=0)
     assert torch.equal(yb, torch.from_numpy(train.y))
-    x1, y1 = D.CifarDataset(train)[3]
-    torch.testing.assert_close(x1, D.test_transforms()(image=train.x[3])["image"], atol=1e-5, rtol=0)
+    x1, y1 = L.CifarDataset(train)[3]
+    torch.testing.assert_close(x1, L.test_transforms()(image=train.x[3])["image"], atol=1e-5, rtol=0)
     assert y1 == train.y[3]
 
 
 def first_batches(train, test, seed, workers, n=2, epoch=None):
-    tl, _ = D.make_loaders(train, test, batch_size=64, seed=seed, num_workers=workers)
+    tl, _ = L.make_loaders(train, test, batch_size=64, seed=seed, num_workers=workers)
     if epoch is not None: tl.batch_sampler.set_epoch(epoch)
     return [b for b, _ in zip(tl, range(n))]
 
@@ -148,14 +149,14 @@ def test_loaders_are_seeded_and_independent_of_workers():
     for (xa, ya), (xb, yb) in zip(a, b):
         assert torch.equal(xa, xb) and torch.equal(ya, yb)
     assert not torch.equal(a[0][0], c[0][0])
-    tl, vl = D.make_loaders(train, test, batch_size=64, num_workers=0)
+    tl, vl = L.make_loaders(train, test, batch_size=64, num_workers=0)
     assert len(tl) == 300 // 64  # full batches only
     assert sum(len(y) for _, y in vl) == 50  # every test image, once
 
 
 def test_epochs_differ_and_set_epoch_resumes_exactly():
     train, test = D.make_synthetic(300, 50)
-    tl, _ = D.make_loaders(train, test, batch_size=64, seed=3, num_workers=0)
+    tl, _ = L.make_loaders(train, test, batch_size=64, seed=3, num_workers=0)
     epoch0 = [x for x, _ in tl]
     epoch1 = [x for x, _ in tl]
     assert not torch.equal(epoch0[0], epoch1[0])  # a new shuffle and new augmentations each epoch
@@ -166,7 +167,7 @@ def test_epochs_differ_and_set_epoch_resumes_exactly():
 
 def test_denormalize_inverts_normalisation():
     train, _ = D.make_synthetic(4, 4)
-    t = D.test_transforms()(image=train.x[0])["image"]
+    t = L.test_transforms()(image=train.x[0])["image"]
     np.testing.assert_allclose(D.denormalize(t), train.x[0] / 255, atol=1e-5)
 
 
@@ -244,7 +245,7 @@ def test_bad_split_and_loader_arguments():
     with pytest.raises(D.DataError, match="val_size"):
         D.train_val_split(train, 20)
     with pytest.raises(D.DataError, match="batch_size"):
-        D.make_loaders(train, test, batch_size=0)
+        L.make_loaders(train, test, batch_size=0)
     with pytest.raises(D.DataError, match="uint8"):
         D.Split(np.zeros((2, 32, 32, 3), np.float32), np.zeros(2), ("a",))
     with pytest.raises(D.DataError, match="labels must lie"):

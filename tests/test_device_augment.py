@@ -7,6 +7,8 @@ import torch
 from scipy import stats
 
 from cifar_gradcam import data as D
+from cifar_gradcam import device_loader as DL
+from cifar_gradcam import loaders as L
 
 S, PAD, HOLE = 32, 4, 16
 N = 4000  # draws per path for the distribution tests
@@ -40,25 +42,26 @@ def decode(out: np.ndarray) -> dict[str, np.ndarray]:
     ys = np.where(has, hole.any(2).argmax(1), -1)
     xs = np.where(has, hole.any(1).argmax(1), -1)
     h, w = hole.any(2).sum(1), hole.any(1).sum(1)
-    assert (out[hole] == D.fill_colour()).all(), "a hole pixel is not the fill colour (the training-set mean)"
+    assert (out[hole] == DL.fill_colour()).all(), "a hole pixel is not the fill colour (the training-set mean)"
     return {"dy": fits_dy.argmax(1), "dx": dx_flip[:, 0], "flip": dx_flip[:, 1], "hole": has.astype(int),
             "hole_y": ys, "hole_x": xs, "hole_h": h, "hole_w": w, "hole_px": hole.sum((1, 2)), "n": n}
 
 
 def padded_coordinate_image(device: str) -> torch.Tensor:
     "The coordinate image as `DeviceLoader` stores it: reflect-padded, uint8 NHWC, on `device`."
-    return D.DeviceLoader(D.Split(coordinate_image()[None], np.zeros(1, np.int64), ("x",)), 1, device=device).x
+    return DL.DeviceLoader(D.Split(coordinate_image()[None], np.zeros(1, np.int64), ("x",)), 1, device=device).x
 
 
 def albumentations_draws(n: int, seed: int = 0, **kw) -> np.ndarray:
-    aug, img = D.augmentations(seed=seed, **kw), coordinate_image()
+    aug, img = L.augmentations(L.AugSpec(**kw), seed=seed), coordinate_image()
     return np.stack([aug(image=img)["image"] for _ in range(n)])
 
 
 def device_draws(n: int, seed: int = 0, device: str = "cpu", **kw) -> np.ndarray:
     padded = padded_coordinate_image(device)
-    params = D.draw_augment_params(n, torch.Generator(device=device).manual_seed(seed), **kw)
-    return D.apply_augment(padded.expand(n, -1, -1, -1), params, cutout=kw.get("cutout", HOLE)).cpu().numpy()
+    spec = L.AugSpec(**kw)
+    params = DL.draw_augment_params(n, torch.Generator(device=device).manual_seed(seed), spec)
+    return DL.apply_augment(padded.expand(n, -1, -1, -1), params, spec).cpu().numpy()
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -67,20 +70,20 @@ def test_same_choices_give_the_same_pixels_as_albumentations(device):
     d = decode(out)
     assert d["hole"].sum() > 100 and d["flip"].sum() > 100  # the draws exercise every branch
     t = lambda k: torch.as_tensor(d[k], device=device)
-    params = D.AugmentParams(t("dy"), t("dx"), t("flip").bool(), t("hole").bool(), t("hole_y").clamp_min(0),
+    params = DL.AugmentParams(t("dy"), t("dx"), t("flip").bool(), t("hole").bool(), t("hole_y").clamp_min(0),
                              t("hole_x").clamp_min(0))
     padded = padded_coordinate_image(device)
-    mine = D.apply_augment(padded.expand(len(out), -1, -1, -1), params).cpu().numpy()
+    mine = DL.apply_augment(padded.expand(len(out), -1, -1, -1), params).cpu().numpy()
     np.testing.assert_array_equal(mine, out)
 
 
 def test_same_on_real_looking_images_through_the_loader():
     "Unaugmented DeviceLoader batches equal the evaluation loader's; pad=0, no flip/hole gives the plain images."
     train, _ = D.make_synthetic(200, 10, seed=3)
-    a, ya = next(iter(D.DeviceLoader(train, 64, device="cpu", augment=False)))
-    b, yb = next(iter(D.eval_loader(train, 64, num_workers=0)))
+    a, ya = next(iter(DL.DeviceLoader(train, 64, device="cpu", augment=False)))
+    b, yb = next(iter(L.eval_loader(train, 64, num_workers=0)))
     torch.testing.assert_close(a, b, rtol=0, atol=0); assert torch.equal(ya, yb)
-    c, _ = next(iter(D.DeviceLoader(train, 64, device="cpu", shuffle=False, pad=0, flip_p=0, cutout_p=0)))
+    c, _ = next(iter(DL.DeviceLoader(train, 64, device="cpu", shuffle=False, augment=L.AugSpec(pad=0, flip_p=0, cutout_p=0))))
     torch.testing.assert_close(c, b, rtol=0, atol=0)
 
 
@@ -140,21 +143,21 @@ def test_the_distribution_check_can_fail():
 
 def test_device_loader_is_reproducible_and_resumable():
     train, _ = D.make_synthetic(300, 10, seed=0)
-    dl = D.DeviceLoader(train, 64, device="cpu", seed=7)
+    dl = DL.DeviceLoader(train, 64, device="cpu", seed=7)
     epoch0 = [x for x, _ in dl]; epoch1 = [x for x, _ in dl]
     assert len(epoch0) == len(dl) == 300 // 64
     assert not torch.equal(epoch0[0], epoch1[0])
-    again = D.DeviceLoader(train, 64, device="cpu", seed=7)
+    again = DL.DeviceLoader(train, 64, device="cpu", seed=7)
     again.batch_sampler.set_epoch(1)
     assert all(torch.equal(a, b) for a, (b, _) in zip(epoch1, again))
-    other = next(iter(D.DeviceLoader(train, 64, device="cpu", seed=8)))[0]
+    other = next(iter(DL.DeviceLoader(train, 64, device="cpu", seed=8)))[0]
     assert not torch.equal(other, epoch0[0])
 
 
 def test_channels_last_output_is_the_same_values():
     train, _ = D.make_synthetic(100, 10, seed=0)
-    a, _ = next(iter(D.DeviceLoader(train, 32, device="cpu", seed=1)))
-    b, _ = next(iter(D.DeviceLoader(train, 32, device="cpu", seed=1, channels_last=True)))
+    a, _ = next(iter(DL.DeviceLoader(train, 32, device="cpu", seed=1)))
+    b, _ = next(iter(DL.DeviceLoader(train, 32, device="cpu", seed=1, channels_last=True)))
     assert b.is_contiguous(memory_format=torch.channels_last) and a.is_contiguous()
     assert torch.equal(a, b)
 
@@ -162,10 +165,10 @@ def test_channels_last_output_is_the_same_values():
 def test_bad_settings_are_clear_errors():
     train, _ = D.make_synthetic(50, 10, seed=0)
     with pytest.raises(D.DataError, match="cutout=40"):
-        D.DeviceLoader(train, 16, device="cpu", cutout=40)
+        DL.DeviceLoader(train, 16, device="cpu", augment=L.AugSpec(cutout=40))
     with pytest.raises(D.DataError, match="flip_p=1.5"):
-        D.draw_augment_params(4, torch.Generator(), flip_p=1.5)
+        DL.draw_augment_params(4, torch.Generator(), L.AugSpec(flip_p=1.5))
     with pytest.raises(D.DataError, match="batch_size"):
-        D.DeviceLoader(train, 0, device="cpu")
+        DL.DeviceLoader(train, 0, device="cpu")
     with pytest.raises(D.DataError, match="empty split"):
-        D.DeviceLoader(train.subset([]), 16, device="cpu")
+        DL.DeviceLoader(train.subset([]), 16, device="cpu")

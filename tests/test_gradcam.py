@@ -5,21 +5,15 @@ import pytest
 import torch
 from scipy import stats
 
-from cifar_gradcam import data as D
+from cifar_gradcam import loaders as L
 from cifar_gradcam import gradcam as G
-from cifar_gradcam.model import resnet18
-from cifar_gradcam.train import fit, seed_everything
+from cifar_gradcam.evaluate import Predictions, predict_split
 
 
 @pytest.fixture(scope="module")
-def trained():
-    "A ResNet-18 trained for two CPU epochs on the synthetic data, and a held-out split with masks."
-    train, test = D.make_synthetic(n_train=640, n_test=200, seed=0)
-    seed_everything(0)
-    model = resnet18()
-    h = fit(model, train, test, epochs=2, batch_size=32, max_lr=0.05, num_workers=0, progress=False)
-    assert h[-1]["test_acc"] > 0.4, h.records
-    return model.eval(), test
+def trained(trained):
+    "The session's shared model (tests/conftest.py, two CPU epochs on synthetic data) and its held-out split with masks."
+    return trained.model, trained.test
 
 
 def test_rank_correlation_ranks_ties_by_their_average():
@@ -33,7 +27,7 @@ def test_rank_correlation_ranks_ties_by_their_average():
 
 def test_cam_shape_and_range(trained):
     model, test = trained
-    x = D.normalize_batch(test.x[:10])
+    x = L.normalize_batch(test.x[:10])
     for layer in ("layer1", "layer4"):
         cams = G.compute_cams(model, x, test.y[:10], layer, batch_size=4)
         assert cams.shape == (10, 32, 32) and cams.dtype == np.float32
@@ -42,11 +36,11 @@ def test_cam_shape_and_range(trained):
 
 def test_cam_of_true_class_lies_on_the_pattern(trained):
     model, test = trained
-    P = G.get_predictions(model, test)
+    P = predict_split(model, test)
     ok = np.flatnonzero(~P.wrong)[:64]
     area = test.masks[ok].mean()  # the pattern covers 144 of 1024 pixels
     for layer in ("layer3", "layer4"):
-        cams = G.compute_cams(model, D.normalize_batch(test.x[ok]), test.y[ok], layer)
+        cams = G.compute_cams(model, L.normalize_batch(test.x[ok]), test.y[ok], layer)
         inside = G.cam_mass_inside(cams, test.masks[ok]).mean()
         # CAM mass per pixel inside the pattern against per pixel outside it: 1 for a map that ignored it
         density_ratio = (inside / area) / ((1 - inside) / (1 - area))
@@ -55,7 +49,7 @@ def test_cam_of_true_class_lies_on_the_pattern(trained):
 
 def test_randomised_model_gives_different_maps(trained):
     model, test = trained
-    x, t = D.normalize_batch(test.x[:32]), test.y[:32]
+    x, t = L.normalize_batch(test.x[:32]), test.y[:32]
     a = G.compute_cams(model, x, t)
     b = G.compute_cams(G.randomized_like(model), x, t)
     assert G.rank_correlation(a, b).mean() < 0.5
@@ -66,13 +60,13 @@ def test_hooks_released_mode_restored_grads_cleared(trained):
     model, test = trained
     model.train()
     try:
-        G.compute_cams(model, D.normalize_batch(test.x[:4]), test.y[:4], "layer2", method="gradcam++")
+        G.compute_cams(model, L.normalize_batch(test.x[:4]), test.y[:4], "layer2", method="gradcam++")
         assert model.training
         assert all(not m._forward_hooks and not m._backward_hooks and not m._forward_pre_hooks for m in model.modules())
         assert all(p.grad is None for p in model.parameters())
         model.eval()
         with torch.no_grad():
-            model(D.normalize_batch(test.x[:2]))  # a later forward pass: still no hook appears
+            model(L.normalize_batch(test.x[:2]))  # a later forward pass: still no hook appears
         assert all(not m._forward_hooks for m in model.modules())
     finally:
         model.eval()
@@ -80,7 +74,7 @@ def test_hooks_released_mode_restored_grads_cleared(trained):
 
 def test_step_by_step_gradcam_matches_the_package(trained):
     model, test = trained
-    x = D.normalize_batch(test.x[:3])
+    x = L.normalize_batch(test.x[:3])
     lib = G.compute_cams(model, x, test.y[:3], "layer3")
     mine = np.stack([G.gradcam_by_hand(model, xi, int(t), "layer3") for xi, t in zip(x, test.y[:3])])
     np.testing.assert_allclose(lib, mine, atol=1e-3)
@@ -88,7 +82,7 @@ def test_step_by_step_gradcam_matches_the_package(trained):
 
 def test_other_methods_and_faithfulness(trained):
     model, test = trained
-    x, t = D.normalize_batch(test.x[:8]), test.y[:8]
+    x, t = L.normalize_batch(test.x[:8]), test.y[:8]
     for m in ("gradcam++", "eigencam"):
         assert G.compute_cams(model, x, t, method=m, batch_size=8).shape == (8, 32, 32)
     # ScoreCAM runs one forward pass per channel (256 at layer3): one image is enough here
@@ -100,7 +94,7 @@ def test_other_methods_and_faithfulness(trained):
 def test_predictions_confusion_and_mistakes(trained):
     model, test = trained
     model.train()
-    P = G.get_predictions(model, test)
+    P = predict_split(model, test)
     assert model.training
     model.eval()
     cm = P.confusion()
@@ -117,7 +111,7 @@ def test_predictions_confusion_and_mistakes(trained):
 
 def test_bad_input(trained):
     model, test = trained
-    x = D.normalize_batch(test.x[:4])
+    x = L.normalize_batch(test.x[:4])
     with pytest.raises(ValueError, match="choose one of layer1, layer2, layer3, layer4"):
         G.compute_cams(model, x, [0] * 4, "conv1")
     with pytest.raises(ValueError, match="unknown CAM method 'lime'"):
@@ -131,7 +125,7 @@ def test_bad_input(trained):
         G.compute_cams(model, raw.float(), [0] * 4)
     with pytest.raises(ValueError, match="4 images but 3 targets"):
         G.compute_cams(model, x, [0] * 3)
-    perfect = G.Predictions(np.eye(3, dtype=np.float32), np.arange(3), ("a", "b", "c"))
+    perfect = Predictions(np.eye(3, dtype=np.float32), np.arange(3), ("a", "b", "c"))
     with pytest.raises(G.NoMistakesError, match="no misclassified images"):
         G.select_mistakes(perfect)
     with pytest.raises(ValueError, match="unknown class"):

@@ -7,17 +7,14 @@ import torch.nn as nn
 from torch.utils.data import DataLoader
 
 from cifar_gradcam import data as D
+from cifar_gradcam.loaders import make_loaders
 from cifar_gradcam import lr_finder as L
+from cifar_gradcam import optim as O
 from cifar_gradcam.model import is_channels_last, resnet18
 
 
-@pytest.fixture(scope="module")
-def synthetic():
-    return D.make_synthetic(n_train=640, n_test=64, seed=0)
-
-
 def loader(split, batch=32, seed=0):
-    return D.make_loaders(split, split, batch_size=batch, seed=seed, num_workers=0)[0]
+    return make_loaders(split, split, batch_size=batch, seed=seed, num_workers=0)[0]
 
 
 def snapshot(model, opt):
@@ -27,7 +24,7 @@ def snapshot(model, opt):
 def test_state_restored_parameter_by_parameter(synthetic):
     torch.manual_seed(0)
     model = resnet18().eval()  # a mode the sweep must put back, too
-    opt = L.make_optimizer(model, lr=0.05)
+    opt = O.make_optimizer(model, lr=0.05)
     # give the optimizer some state (momentum buffers) to restore
     x, y = next(iter(loader(synthetic[0])))
     nn.functional.cross_entropy(model.train()(x), y).backward(); opt.step(); opt.zero_grad(); model.eval()
@@ -91,7 +88,7 @@ def test_bad_input(synthetic):
     for bad in (0, -5):
         with pytest.raises(ValueError, match="num_iter must be a positive integer"):
             L.lr_range_test(model, dl, num_iter=bad)
-    opt = L.make_optimizer(model)
+    opt = O.make_optimizer(model)
     torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=0.1, total_steps=10)
     with pytest.raises(RuntimeError, match="run the LR finder first"):
         L.lr_range_test(model, dl, optimizer=opt)
@@ -99,24 +96,24 @@ def test_bad_input(synthetic):
 
 def test_weight_decay_skips_batchnorm_and_biases():
     model = resnet18()
-    decay, no_decay = L.make_optimizer(model).param_groups
+    decay, no_decay = O.make_optimizer(model).param_groups
     assert decay["weight_decay"] == 5e-4 and no_decay["weight_decay"] == 0
     assert all(p.ndim > 1 for p in decay["params"]) and all(p.ndim == 1 for p in no_decay["params"])
     assert len(decay["params"]) + len(no_decay["params"]) == len(list(model.parameters()))
 
 
 def test_onecycle_schedule_shape():
-    s = L.onecycle_schedule(0.2, epochs=3, steps_per_epoch=10)
+    s = O.onecycle_schedule(0.2, epochs=3, steps_per_epoch=10)
     assert len(s["lr"]) == 30 and abs(s["lr"].max() - 0.2) < 1e-3 and abs(int(s["lr"].argmax()) - 0.25 * 30) <= 1.5
     with pytest.raises(ValueError, match="max_lr must be positive"):
-        L.onecycle_schedule(-0.1)
+        O.onecycle_schedule(-0.1)
 
 
 def one_epoch_loss(lr: float, train: D.Split, seed: int = 0) -> float:
     "Train a fresh ResNet-18 for one epoch at constant `lr`; the mean loss over the last half of it."
     torch.manual_seed(seed)
     model = resnet18().train()
-    opt = L.make_optimizer(model, lr=lr)
+    opt = O.make_optimizer(model, lr=lr)
     losses = []
     for x, y in loader(train, seed=seed):
         loss = nn.functional.cross_entropy(model(x), y)

@@ -1,0 +1,27 @@
+"""Fixtures the test modules share: one synthetic data set, and one model trained on it once per session."""
+from types import SimpleNamespace
+
+import pytest
+
+from cifar_gradcam import data as D
+from cifar_gradcam.model import resnet18
+from cifar_gradcam.train import fit, seed_everything
+
+
+@pytest.fixture(scope="session")
+def synthetic():
+    "1,000 synthetic training images and 200 held-out ones with masks (where each class's glyph is)."
+    return D.make_synthetic(n_train=1000, n_test=200, seed=0)
+
+
+@pytest.fixture(scope="session")
+def trained(synthetic, tmp_path_factory):
+    """A ResNet-18 trained once for two CPU epochs on 640 of the synthetic training images, with its history and
+    output folder (checkpoints, history files): the learning test checks it learned, the Grad-CAM tests explain it.
+    Tests must not change it: copy it first (`copy.deepcopy`) to modify weights or modes for good."""
+    train, test = synthetic[0].limit(640), synthetic[1]
+    out = tmp_path_factory.mktemp("trained")
+    seed_everything(0)
+    model = resnet18()
+    history = fit(model, train, test, epochs=2, batch_size=32, max_lr=0.05, num_workers=0, out_dir=out, progress=False)
+    return SimpleNamespace(model=model.eval(), history=history, out=out, train=train, test=test)
