@@ -4,9 +4,9 @@
 
 # %% auto #0
 __all__ = ['SMOKE_SIZES', 'CIFAR10_CLASSES', 'CIFAR10_MEAN', 'CIFAR10_STD', 'IMAGE_EXTENSIONS', 'SOURCES', 'SYNTHETIC_CLASSES',
-           'smoke_mode', 'smoke_sized', 'DataError', 'Split', 'train_val_split', 'make_synthetic', 'load_cifar10',
-           'channel_stats', 'denormalize', 'to_display', 'show_images', 'show_samples', 'show_per_class',
-           'show_channels']
+           'IMAGE_SIZE', 'smoke_mode', 'smoke_sized', 'DataError', 'Split', 'train_val_split', 'make_synthetic',
+           'to_size', 'load_cifar10', 'channel_stats', 'denormalize', 'to_display', 'show_images', 'show_samples',
+           'show_per_class', 'show_channels']
 
 # %% ../nbs/00_data.ipynb #9288ad10
 import hashlib
@@ -130,15 +130,17 @@ def _is_image(name: str) -> bool:
     return not base.startswith(".") and base.lower().endswith(IMAGE_EXTENSIONS)
 
 
-def _index_layout(names: Iterable[str], where: str) -> dict[str, dict[str, list[str]]]:
-    """Group file paths `split/class/file` into {split: {class: [paths as given]}}, checking the layout.
-    A single top-level folder around `train/` (as many archives have) is allowed."""
+def _index_layout(names: Iterable[str], where: str, dirs: Iterable[str] = ()) -> dict[str, dict[str, list[str]]]:
+    """Group file paths `split/class/file` into {split: {class: [paths as given]}}, checking the layout: at least
+    two classes, and no class folder (of the folders `dirs`) without images. A single top-level folder around
+    `train/` (as many archives have) is allowed."""
     rel = {n: n.strip("/").removeprefix("./") for n in names}
     rel = {n: r for n, r in rel.items() if r and not any(p.startswith(".") for p in r.split("/"))}
     tops = {r.split("/")[0] for r in rel.values()}
     if "train" not in tops and len(tops) == 1 and any(r.count("/") >= 3 for r in rel.values()):
         prefix = tops.pop() + "/"
         rel = {n: r[len(prefix):] for n, r in rel.items() if r.startswith(prefix)}
+        dirs = [d.strip("/").removeprefix("./").removeprefix(prefix) for d in dirs]
     layout: dict[str, dict[str, list[str]]] = {}
     for n, r in rel.items():
         parts = r.split("/")
@@ -152,6 +154,15 @@ def _index_layout(names: Iterable[str], where: str) -> dict[str, dict[str, list[
     if not layout.get("train"):
         raise DataError(f"{where}: no images in train/<class>/ folders. Expected the ImageFolder layout "
                         "train/<class>/*.jpg (and optionally test/<class>/*.jpg)")
+    for d in sorted({d.strip("/").removeprefix("./") for d in dirs}):
+        parts = d.split("/")
+        if len(parts) == 2 and parts[0] in ("train", "test") and not parts[1].startswith(".") \
+                and parts[1] not in layout.get(parts[0], {}):
+            raise DataError(f"{where}: the class folder {d}/ has no images ({', '.join(IMAGE_EXTENSIONS)}); "
+                            "add its images or remove the folder, so that no class is silently left out")
+    if len(layout["train"]) < 2:
+        raise DataError(f"{where}: train/ has a single class folder ({next(iter(layout['train']))}/); a classifier "
+                        "needs at least two classes, each in its own folder train/<class>/")
     if "test" in layout and set(layout["test"]) != set(layout["train"]):
         a, b = set(layout["train"]), set(layout["test"])
         raise DataError(f"{where}: class folders differ between train/ and test/: only in train: "
@@ -185,7 +196,8 @@ def _load_image_folder(path: Path, cache_dir=None, use_cache: bool = True) -> tu
         files = [p.relative_to(path).as_posix() for p in path.rglob("*") if p.is_file()]
         if not files:
             raise DataError(f"{where} is empty. Expected the ImageFolder layout train/<class>/*.jpg")
-        layout = _index_layout(files, where)
+        dirs = [p.relative_to(path).as_posix() for p in path.rglob("*") if p.is_dir()]
+        layout = _index_layout(files, where, dirs)
         read = lambda n: (path / n).read_bytes()
     else:
         if not tarfile.is_tarfile(path):
@@ -200,8 +212,9 @@ def _load_image_folder(path: Path, cache_dir=None, use_cache: bool = True) -> tu
             return train, test
         try:
             with tarfile.open(path, "r:*") as tf:
-                members = {m.name.strip("/").removeprefix("./"): m for m in tf.getmembers() if m.isfile()}
-                layout = _index_layout(members, where)
+                every = tf.getmembers()
+                members = {m.name.strip("/").removeprefix("./"): m for m in every if m.isfile()}
+                layout = _index_layout(members, where, [m.name for m in every if m.isdir()])
                 splits = {s: _stack(l, lambda n: tf.extractfile(members[n]).read(), where) for s, l in layout.items()}
         except (tarfile.TarError, EOFError, OSError) as e:
             raise DataError(f"{where}: the archive is damaged ({e}); download or pack it again") from None
@@ -275,6 +288,22 @@ def _load_torchvision(cache_dir=None) -> tuple[Split, Split]:
     return tuple(Split(d.data, np.array(d.targets), d.classes) for d in (tr, te))
 
 
+#: The image size the network, its augmentations and the lessons are built for.
+IMAGE_SIZE = 32
+
+
+def to_size(split: Split, size: int = IMAGE_SIZE, where: str = "the data") -> Split:
+    """`split` with its images resized to `size` x `size` (area averaging to shrink, bicubic to enlarge), saying so;
+    unchanged if they already are. Training crops and evaluation must see images of the same size."""
+    h, w = split.x.shape[1:3]
+    if (h, w) == (size, size): return split
+    resample = Image.Resampling.BOX if h >= size and w >= size else Image.Resampling.BICUBIC
+    x = np.stack([np.asarray(Image.fromarray(img).resize((size, size), resample)) for img in split.x])
+    print(f"{where}: resized {len(x):,} images from {w}x{h} to {size}x{size}, the size the network is trained and tested at")
+    masks = None if split.masks is None else np.stack([np.asarray(Image.fromarray(m).resize((size, size))) for m in split.masks])
+    return Split(x, split.y, split.classes, masks)
+
+
 def load_cifar10(source: str | os.PathLike | None = None, *, val_size: int | float | None = None,
                  cache_dir: str | os.PathLike | None = None, seed: int = 0,
                  use_cache: bool = True) -> tuple[Split, Split]:
@@ -284,6 +313,9 @@ def load_cifar10(source: str | os.PathLike | None = None, *, val_size: int | flo
     (default 10%: 5,000 for CIFAR-10)."""
     source = source if source is not None else os.environ.get("CIFAR_GRADCAM_DATA") or "torchvision"
     name = str(source).strip()
+    if not name:
+        raise DataError("the data source is blank (an empty --data, or CIFAR_GRADCAM_DATA set to spaces): give "
+                        f"one of {SOURCES}, or the path of an ImageFolder folder or .tar.gz")
     if name == "torchvision": return _load_torchvision(cache_dir)
     if name == "synthetic": return make_synthetic(seed=seed)
     path = Path(name).expanduser()
@@ -293,7 +325,8 @@ def load_cifar10(source: str | os.PathLike | None = None, *, val_size: int | flo
                             f"or one of {SOURCES}")
         raise DataError(f"Unknown data source {name!r}: use one of {SOURCES}, or the path of an "
                         "ImageFolder folder or .tar.gz")
-    train, test = _load_image_folder(path, cache_dir, use_cache)
+    train, test = (to_size(s, IMAGE_SIZE, where=str(path)) if s is not None else None
+                   for s in _load_image_folder(path, cache_dir, use_cache))
     if test is None:
         train, test = train_val_split(train, val_size, seed=seed)
     return train, test

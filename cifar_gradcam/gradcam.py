@@ -116,41 +116,55 @@ CAM_METHODS = {"gradcam": GradCAM, "gradcam++": GradCAMPlusPlus, "eigencam": Eig
 
 
 def check_normalized(x: torch.Tensor) -> None:
-    "Raise a clear error if `x` does not look like a batch of normalised images (N, 3, H, W)."
+    """Raise a clear error if `x` does not look like a batch of normalised images (N, 3, H, W): not a float tensor of
+    that shape, empty, not finite, or with no negative value (normalised images are negative wherever a pixel is
+    darker than the training mean, so a batch without one is almost surely in 0..1, 0..2 or 0..255)."""
     if not isinstance(x, torch.Tensor) or x.ndim != 4 or x.shape[1] != 3:
         raise ValueError(f"expected a tensor of normalised images (N, 3, H, W); got "
                          f"{type(x).__name__} {tuple(getattr(x, 'shape', ()))}")
+    if len(x) == 0: raise ValueError("no images to explain: the batch is empty")
     if not x.is_floating_point():
         raise ValueError(f"images are {x.dtype}, not normalised floats: pass them through "
                          "cifar_gradcam.loaders.normalize_batch (or a loader) first")
+    if not torch.isfinite(x).all():
+        raise ValueError(f"{int((~torch.isfinite(x)).sum()):,} pixel values are NaN or infinite: the maps would be NaN; "
+                         "check how the images were made")
     lo, hi = float(x.min()), float(x.max())
-    if lo >= 0 and (hi <= 1.0 or hi > 3.0):
+    if lo >= 0:
         raise ValueError(f"images look unnormalised (values {lo:.2f}..{hi:.2f}, none negative): normalise them "
-                         "with CIFAR10_MEAN/CIFAR10_STD (cifar_gradcam.loaders.normalize_batch) first")
+                         "with CIFAR10_MEAN/CIFAR10_STD (cifar_gradcam.loaders.normalize_batch) first; if they are "
+                         "normalised and simply all very bright, pass check_inputs=False")
 
 
 def compute_cams(model: nn.Module, images: torch.Tensor, targets: Sequence[int], layer: str = "layer4",
-                 method: str = "gradcam", batch_size: int = 128) -> np.ndarray:
+                 method: str = "gradcam", batch_size: int = 128, check_inputs: bool = True) -> np.ndarray:
     """CAMs (N, H, W) in [0, 1] of normalised `images` (N, 3, H, W) for class `targets[i]` of each image,
     at stage `layer` with `method` (one of `CAM_METHODS`), computed `batch_size` images at a time on the
     model's device. Hooks are released, and the model's mode restored, afterwards. The maps are computed in
     float32 (`precision(device, amp=False)`), whatever the model trained in: `pytorch_grad_cam` hands activations
-    and gradients to NumPy, which has no bfloat16, and the maps are cheap next to training."""
+    and gradients to NumPy, which has no bfloat16, and the maps are cheap next to training. A frozen model
+    (`requires_grad=False`) works too: the gradients flow from the input. `check_inputs` runs `check_normalized`."""
     if method not in CAM_METHODS:
         raise ValueError(f"unknown CAM method {method!r}: choose one of {', '.join(CAM_METHODS)}")
     target_layer = gradcam_layer(model, layer)
-    check_normalized(images)
+    if check_inputs: check_normalized(images)
+    elif len(images) == 0: raise ValueError("no images to explain: the batch is empty")
     targets = [int(t) for t in targets]
     if len(targets) != len(images): raise ValueError(f"{len(images)} images but {len(targets)} targets")
-    if len(images) == 0: raise ValueError("no images to explain")
     net = unwrap(model)
     prec = precision(next(net.parameters()).device, amp=False, channels_last=is_channels_last(net))
+    with torch.no_grad(), evaluating(net):
+        k = net(prec.inputs(images[:1])).shape[1]
+    bad = sorted({t for t in targets if not 0 <= t < k})
+    if bad:
+        raise ValueError(f"target class(es) {bad} out of range: the model has {k} classes, 0..{k - 1} "
+                         "(negative indices are refused rather than counted from the end)")
     out = []
     try:
-        with evaluating(net), CAM_METHODS[method](model=net, target_layers=[target_layer]) as cam:
+        with torch.enable_grad(), evaluating(net), CAM_METHODS[method](model=net, target_layers=[target_layer]) as cam:
             if method == "scorecam": cam.batch_size = batch_size
             for i in range(0, len(images), batch_size):
-                x = prec.inputs(images[i:i + batch_size])
+                x = prec.inputs(images[i:i + batch_size]).detach().requires_grad_(True)  # gradients even if frozen
                 out.append(cam(input_tensor=x, targets=[ClassifierOutputTarget(t) for t in targets[i:i + batch_size]]))
     finally:
         net.zero_grad(set_to_none=True)

@@ -136,13 +136,19 @@ def test_checkpoint_records_the_architecture_trained(synthetic, tmp_path):
 
 
 def test_nan_guard_keeps_last_good_checkpoint(synthetic, tmp_path):
+    "The weights turn NaN after epoch 1: epoch 2 stops with a message naming the last good checkpoint, which is intact."
     train, test = synthetic[0].limit(128), synthetic[1].limit(32)
-    cfg = T.TrainConfig(epochs=2, batch_size=32, max_lr=0.05, num_workers=0)
-    T.fit(resnet18(), train, test, cfg, out_dir=tmp_path, stop_after=1, progress=False)
-    good = (tmp_path / "last.pt").read_bytes()
+    model, good = resnet18(), {}
+
+    def poison(rec):
+        if rec["epoch"] == 1:
+            good["bytes"] = (tmp_path / "last.pt").read_bytes()
+            with torch.no_grad(): model.fc.weight.fill_(float("nan"))
+
     with pytest.raises(T.TrainingDiverged, match=r"loss became (nan|inf).*lower max_lr.*last good checkpoint"):
-        T.fit(resnet18(), train, test, cfg.replace(max_lr=1e6), out_dir=tmp_path, progress=False, log_every=1)
-    assert (tmp_path / "last.pt").read_bytes() == good
+        T.fit(model, train, test, epochs=3, batch_size=32, max_lr=0.05, num_workers=0, out_dir=tmp_path, progress=False,
+              log_every=1, on_epoch_end=poison)
+    assert (tmp_path / "last.pt").read_bytes() == good["bytes"]
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary files left
 
 
