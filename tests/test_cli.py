@@ -80,7 +80,7 @@ def test_ctrl_c_keeps_the_checkpoint_and_resume_finishes(tmp_path):
     _, err = p.communicate(timeout=120)
     assert p.returncode == 130, err
     assert "interrupted" in err and "--resume" in err and "Traceback" not in err
-    from cifar_gradcam.train import load_checkpoint
+    from cifar_gradcam.checkpoint import load_checkpoint
     assert 1 <= load_checkpoint(tmp_path / "last.pt")["epoch"] < 3
     r = cli(*args, "--resume")
     assert r.returncode == 0, r.stderr

@@ -17,6 +17,7 @@ import torch.nn as nn
 from PIL import Image
 
 from cifar_gradcam import data as D
+from cifar_gradcam import checkpoint as CK
 from cifar_gradcam import train as T
 from cifar_gradcam.gradcam import compute_cams
 from cifar_gradcam.loaders import normalize_batch
@@ -68,7 +69,7 @@ def test_overwrite_replaces_the_run_explicitly(tmp_path):
     assert cli("train", *SMOKE, "--epochs", "2", "--stop-after", "1", "--out", out).returncode == 0
     r = cli("train", *SMOKE, "--epochs", "1", "--out", out, "--overwrite")
     assert r.returncode == 0, r.stderr
-    assert T.load_checkpoint(out / "last.pt")["config"]["epochs"] == 1
+    assert CK.load_checkpoint(out / "last.pt")["config"]["epochs"] == 1
 
 
 # --- silently wrong results --------------------------------------------------------------------
@@ -95,7 +96,7 @@ def test_resume_in_the_library_checks_the_data(synthetic, tmp_path):
     train, test = synthetic[0].limit(128), synthetic[1].limit(32)
     cfg = T.TrainConfig(epochs=2, batch_size=32, max_lr=0.05, num_workers=0)
     T.fit(resnet18(), train, test, cfg, out_dir=tmp_path, stop_after=1, progress=False)
-    with pytest.raises(T.CheckpointError, match="other data.*train_images 128 vs 160"):
+    with pytest.raises(CK.CheckpointError, match="other data.*train_images 128 vs 160"):
         T.fit(resnet18(), synthetic[0].limit(160), test, cfg, out_dir=tmp_path, resume=True, progress=False)
 
 
@@ -103,7 +104,7 @@ def test_best_checkpoint_and_report_agree_after_a_kill_between_writes(synthetic,
     "Killed at the last checkpoint write of epoch 2 (whichever file that is), then resumed: best.pt is the best epoch."
     train, test = synthetic[0].limit(320), synthetic[1]
     cfg = T.TrainConfig(epochs=3, batch_size=32, max_lr=0.05, num_workers=0)
-    real, calls = T.save_checkpoint, []
+    real, calls = CK.save_checkpoint, []
 
     def dying(path, **state):
         calls.append((Path(path).name, state["epoch"]))
@@ -118,7 +119,7 @@ def test_best_checkpoint_and_report_agree_after_a_kill_between_writes(synthetic,
     monkeypatch.setattr(T, "save_checkpoint", real)
     (tmp_path / ".best.pt.tmp99999").write_bytes(b"x" * 1000)        # what a SIGKILL mid-write leaves behind
     h = T.fit(resnet18(), train, test, cfg, out_dir=tmp_path, resume=True, progress=False)
-    best = T.load_checkpoint(tmp_path / "best.pt")
+    best = CK.load_checkpoint(tmp_path / "best.pt")
     assert best["epoch"] == h.best["epoch"] and best["history"][-1]["test_acc"] == h.best["test_acc"]
     assert not list(tmp_path.glob(".*"))
 
@@ -185,12 +186,12 @@ def small_disk(tmp_path):
 
 def test_full_disk_names_the_problem_and_keeps_the_previous_checkpoint(small_disk):
     model = nn.Sequential(nn.Linear(256, 256))                        # 257 KB of weights
-    T.save_checkpoint(small_disk / "last.pt", model=model.state_dict(), epoch=1)
+    CK.save_checkpoint(small_disk / "last.pt", model=model.state_dict(), epoch=1)
     before = (small_disk / "last.pt").read_bytes()
     filler = small_disk / "filler"
     filler.write_bytes(b"\0" * (4 * 2 ** 20 - 2 * len(before)))       # leave less room than a second copy needs
-    with pytest.raises(T.CheckpointError, match="no space left.*previous last.pt is kept"):
-        T.save_checkpoint(small_disk / "last.pt", model=nn.Sequential(nn.Linear(512, 512)).state_dict(), epoch=2)
+    with pytest.raises(CK.CheckpointError, match="no space left.*previous last.pt is kept"):
+        CK.save_checkpoint(small_disk / "last.pt", model=nn.Sequential(nn.Linear(512, 512)).state_dict(), epoch=2)
     assert (small_disk / "last.pt").read_bytes() == before
     assert not [p for p in small_disk.iterdir() if p.name.startswith(".")]
 

@@ -10,6 +10,7 @@ import torch.nn as nn
 from cifar_gradcam import data as D
 from cifar_gradcam import loaders as L
 from cifar_gradcam import evaluate as E
+from cifar_gradcam import checkpoint as CK
 from cifar_gradcam import train as T
 from cifar_gradcam.model import precision, resnet18
 
@@ -73,7 +74,7 @@ def test_resume_matches_a_run_that_never_stopped(synthetic, tmp_path, loader):
     ha = T.fit(a, train, test, cfg, out_dir=tmp_path / "a", progress=False)
     T.seed_everything(0); b = resnet18()
     T.fit(b, train, test, cfg, out_dir=tmp_path / "b", stop_after=1, progress=False)
-    assert T.load_checkpoint(tmp_path / "b" / "last.pt")["epoch"] == 1
+    assert CK.load_checkpoint(tmp_path / "b" / "last.pt")["epoch"] == 1
     T.seed_everything(123); b = resnet18()  # a fresh process would start from other weights
     hb = T.fit(b, train, test, cfg, out_dir=tmp_path / "b", resume=True, progress=False)
     for (k, va), vb in zip(a.state_dict().items(), b.state_dict().values()):
@@ -85,7 +86,7 @@ def test_resume_refuses_another_recipe(synthetic, tmp_path):
     train, test = synthetic[0].limit(128), synthetic[1].limit(32)
     T.fit(resnet18(), train, test, epochs=2, batch_size=32, max_lr=0.05, num_workers=0, out_dir=tmp_path,
           stop_after=1, progress=False)
-    with pytest.raises(T.CheckpointError, match="recipe differs.*max_lr"):
+    with pytest.raises(CK.CheckpointError, match="recipe differs.*max_lr"):
         T.fit(resnet18(), train, test, epochs=2, batch_size=32, max_lr=0.1, num_workers=0, out_dir=tmp_path,
               resume=True, progress=False)
 
@@ -99,7 +100,7 @@ def test_resume_refuses_a_change_in_every_recipe_setting(synthetic, tmp_path):
     for name in T.TrainConfig.recipe_fields():
         v = getattr(cfg, name)
         other = (not v) if isinstance(v, bool) else v + 1 if isinstance(v, int) else v * 0.9
-        with pytest.raises(T.CheckpointError, match=f"recipe differs.*{name}"):
+        with pytest.raises(CK.CheckpointError, match=f"recipe differs.*{name}"):
             T.fit(resnet18(), train, test, cfg.replace(**{name: other}), out_dir=tmp_path, resume=True, progress=False)
 
 
@@ -108,11 +109,11 @@ def test_momentum_settings_are_what_the_optimiser_uses(synthetic, tmp_path):
     train, test = synthetic[0].limit(128), synthetic[1].limit(32)
     T.fit(resnet18(), train, test, epochs=1, batch_size=16, max_lr=0.05, max_momentum=0.5, base_momentum=0.5,
           out_dir=tmp_path / "flat", progress=False)
-    groups = T.load_checkpoint(tmp_path / "flat" / "last.pt")["optimizer"]["param_groups"]
+    groups = CK.load_checkpoint(tmp_path / "flat" / "last.pt")["optimizer"]["param_groups"]
     assert all(g["momentum"] == pytest.approx(0.5) for g in groups), [g["momentum"] for g in groups]
     T.fit(resnet18(), train, test, epochs=2, batch_size=32, max_lr=0.05, max_momentum=0.9, base_momentum=0.6,
           out_dir=tmp_path / "cycled", stop_after=1, progress=False)
-    mid = T.load_checkpoint(tmp_path / "cycled" / "last.pt")["optimizer"]["param_groups"][0]["momentum"]
+    mid = CK.load_checkpoint(tmp_path / "cycled" / "last.pt")["optimizer"]["param_groups"][0]["momentum"]
     assert 0.6 <= mid < 0.9  # half-way through, past the LR's peak: momentum is on its way back up from 0.6
 
 
@@ -130,9 +131,9 @@ def test_checkpoint_records_the_architecture_trained(synthetic, tmp_path):
     train, test = synthetic[0].limit(128), synthetic[1].limit(32)
     small = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 10))
     T.fit(small, train, test, epochs=1, batch_size=16, max_lr=0.05, out_dir=tmp_path / "small", progress=False)
-    assert T.load_checkpoint(tmp_path / "small" / "last.pt")["arch"] == "Sequential"
+    assert CK.load_checkpoint(tmp_path / "small" / "last.pt")["arch"] == "Sequential"
     T.fit(resnet18(), train, test, epochs=1, batch_size=16, max_lr=0.05, out_dir=tmp_path / "resnet", progress=False)
-    assert T.load_checkpoint(tmp_path / "resnet" / "last.pt")["arch"] == "resnet18"
+    assert CK.load_checkpoint(tmp_path / "resnet" / "last.pt")["arch"] == "resnet18"
 
 
 def test_nan_guard_keeps_last_good_checkpoint(synthetic, tmp_path):
@@ -156,18 +157,18 @@ def test_checkpoint_errors(synthetic, tmp_path):
     train, test = synthetic[0].limit(128), synthetic[1].limit(32)
     T.fit(resnet18(), train, test, epochs=2, batch_size=32, max_lr=0.05, num_workers=0, out_dir=tmp_path, progress=False)
     good = tmp_path / "last.pt"
-    T.load_checkpoint(good, resnet18())  # fine
-    with pytest.raises(T.CheckpointError, match="different model"):
-        T.load_checkpoint(good, resnet18(num_classes=100))
+    CK.load_checkpoint(good, resnet18())  # fine
+    with pytest.raises(CK.CheckpointError, match="different model"):
+        CK.load_checkpoint(good, resnet18(num_classes=100))
     bad = tmp_path / "bad.pt"
     bad.write_bytes(good.read_bytes()[: len(good.read_bytes()) // 2])
-    with pytest.raises(T.CheckpointError, match="not a readable checkpoint"):
-        T.load_checkpoint(bad)
+    with pytest.raises(CK.CheckpointError, match="not a readable checkpoint"):
+        CK.load_checkpoint(bad)
     torch.save({"weights": torch.zeros(2)}, tmp_path / "other.pt")
-    with pytest.raises(T.CheckpointError, match="not a cifar_gradcam checkpoint"):
-        T.load_checkpoint(tmp_path / "other.pt")
-    with pytest.raises(T.CheckpointError, match="no checkpoint at"):
-        T.load_checkpoint(tmp_path / "missing.pt")
+    with pytest.raises(CK.CheckpointError, match="not a cifar_gradcam checkpoint"):
+        CK.load_checkpoint(tmp_path / "other.pt")
+    with pytest.raises(CK.CheckpointError, match="no checkpoint at"):
+        CK.load_checkpoint(tmp_path / "missing.pt")
 
 
 def test_evaluate_restores_mode_and_tta(synthetic):
