@@ -8,6 +8,11 @@ the final and best accuracy.
 
     python benchmarks/full_run.py --data ../shared/data/cifar10-jpeg-train.tar.gz --loader device --compile
     python benchmarks/full_run.py --data synthetic --epochs 2 --limit 640 --set batch_size=32   # a CPU check
+    python benchmarks/full_run.py --data ../shared/data/cifar10-jpeg-train.tar.gz --from-run runs/full   # report a run
+
+`--from-run DIR` trains nothing: it reports the run that `cifar-gradcam run --out DIR` made (its history.json,
+config.json and last.pt, the final model), evaluating the final model again without and with flip TTA on the
+validation split of --data, which must be the run's data (checked against its checkpoint).
 
 Writes benchmarks/results/full_run-<gpu or cpu>-<N>cpu.json (--name changes the first part).
 """
@@ -18,6 +23,7 @@ import json
 import statistics
 import time
 from dataclasses import asdict, fields
+from pathlib import Path
 
 import torch
 
@@ -27,7 +33,8 @@ from cifar_gradcam import device_loader as DL
 from cifar_gradcam import loaders as L
 from cifar_gradcam.model import get_device, resnet18
 from cifar_gradcam.evaluate import evaluate
-from cifar_gradcam.train import TrainConfig, fit, seed_everything
+from cifar_gradcam.checkpoint import data_signature, load_model
+from cifar_gradcam.train import History, TrainConfig, fit, seed_everything
 
 
 def parse_set(items: list[str]) -> dict:
@@ -72,6 +79,23 @@ def run(train: D.Split, val: D.Split, config: TrainConfig, device: torch.device,
     return out
 
 
+def from_run(folder: Path, train: D.Split, val: D.Split, device: torch.device) -> tuple[TrainConfig, dict]:
+    "The figures of a finished run in `folder` (a `cifar-gradcam run --out` folder), as `run` reports them."
+    model, ckpt = load_model(folder / "last.pt", device)
+    if ckpt.get("data") and ckpt["data"] != data_signature(train, val):
+        raise SystemExit(f"{folder} was trained on other data than --data: give the run's data")
+    config = TrainConfig.from_saved(ckpt["config"])
+    h = History(list(ckpt["history"]))
+    if len(h) < config.epochs: raise SystemExit(f"{folder} stopped after epoch {len(h)} of {config.epochs}: finish it with --resume")
+    loader = L.eval_loader(val, 1024, num_workers=0)
+    out = {"history": h.records, "wall_seconds": round(sum(r["seconds"] for r in h.records), 2), **_summary(h, train, config),
+           "final_val_acc_plain": evaluate(model, loader, device=device, amp=config.amp, channels_last=config.channels_last)["acc"],
+           "final_val_acc_flip_tta": evaluate(model, loader, device=device, tta=True, amp=config.amp,
+                                              channels_last=config.channels_last)["acc"],
+           "run_folder": str(folder)}
+    return config, out
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--data", required=True, help="path of the CIFAR-10 folder/.tar.gz, or synthetic")
@@ -82,6 +106,7 @@ def main():
     p.add_argument("--compile", action="store_true")
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="other TrainConfig settings")
     p.add_argument("--name", default="full_run")
+    p.add_argument("--from-run", type=Path, default=None, metavar="DIR", help="report the finished run in DIR; train nothing")
     args = p.parse_args()
     over = parse_set(args.set)
     if args.epochs: over["epochs"] = args.epochs
@@ -92,8 +117,11 @@ def main():
     if args.data == "synthetic": train, val = D.make_synthetic(n_train=args.limit or 5000, n_test=1000, seed=0)
     else: train, val = D.load_cifar10(args.data)
     train = train.limit(args.limit)
-    print(f"{device}: {len(train)} training / {len(val)} validation images; {config}")
-    res = run(train, val, config, device)
+    if args.from_run is not None:
+        config, res = from_run(args.from_run, train, val, device)
+    else:
+        print(f"{device}: {len(train)} training / {len(val)} validation images; {config}")
+        res = run(train, val, config, device)
     print(f"median {res['median_seconds_per_epoch_after_first']} s/epoch after the first "
           f"({res['median_train_images_per_s_after_first']:,.0f} training images/s); final val acc "
           f"{res['final_val_acc_plain']:.2%}, with flip TTA {res['final_val_acc_flip_tta']:.2%}; wall {res['wall_seconds']} s")

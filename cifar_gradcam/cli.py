@@ -22,11 +22,11 @@ from .data import SMOKE_SIZES, DataError, Split, load_cifar10, show_samples, smo
 from .gradcam import report_figures
 from .loaders import show_augmentations, train_transforms
 from .lr_finder import find_max_lr, plot_lr_finder
-from .model import DeviceError, get_device, precision
+from .model import DeviceError, cpu_bf16_native, get_device, precision
 from .evaluate import Predictions, per_class_table, predict_split
 from .checkpoint import ARCHITECTURES, CheckpointError, load_model, prepare_out_dir
-from .train import (LOADERS, ConfigError, TrainConfig, TrainingDiverged, fit, loader_workers, plot_history,
-                                 seed_everything)
+from .train import (LOADERS, ConfigError, TrainConfig, TrainingDiverged, fit, loader_workers, measure_speed,
+                                 plot_history, seed_everything)
 
 # %% ../nbs/10_cli.ipynb #6c394e1b
 class UsageError(Exception):
@@ -185,6 +185,21 @@ def _config(args, train: Split, device) -> TrainConfig:
     return cfg.replace(max_lr=args._lr_choice.max_lr)
 
 
+def _duration(seconds: float) -> str:
+    return f"{seconds / 3600:.1f} hours" if seconds >= 5400 else f"{max(1, round(seconds / 60))} minutes"
+
+
+def _float32_cpu_estimate(train: Split, cfg: TrainConfig, device) -> str:
+    "What a float32 run on a CPU will cost, measured here, and how to make a first run shorter."
+    rate = measure_speed(len(train.classes), cfg.batch_size, device, amp=cfg.amp, channels_last=cfg.channels_last)
+    why = ("this CPU has no bfloat16 instructions (neither AMX nor AVX-512 BF16)" if not cpu_bf16_native()
+           else "--no-amp keeps this CPU in float32")
+    first = min(5000, len(train))
+    return (f"Note: {why}, so training runs in float32, at about {rate:.0f} images/s here: {cfg.epochs} epochs of "
+            f"{len(train):,} images will take about {_duration(cfg.epochs * len(train) / rate)}. For a first look, "
+            f"try --limit {first} --epochs 5 (about {_duration(5 * first / rate)}); a GPU takes minutes.")
+
+
 def _metrics(P: Predictions, device, history=None) -> dict:
     "The metrics of predictions `P` (one pass over the test split, shared with the Grad-CAM figures), and where they were made."
     ev = P.metrics()
@@ -222,6 +237,8 @@ def cmd_train(args, report: bool = False) -> dict:
                               "train_images": len(train), "test_images": len(test)})
     print(f"training on {len(train):,} images, evaluating on {len(test):,}; {cfg.epochs} epochs of batch {cfg.batch_size}, "
           f"max_lr {cfg.max_lr:.3g}; output in {out}")
+    if device.type == "cpu" and precision(device, cfg.amp, cfg.channels_last).dtype is None and not args.resume:
+        print(_float32_cpu_estimate(train, cfg, device))
     seed_everything(cfg.seed)
     model = ARCHITECTURES["resnet18"](num_classes=len(train.classes))
     history = fit(model, train, test, cfg, out_dir=out, resume=args.resume, device=device, stop_after=args.stop_after)

@@ -4,7 +4,7 @@
 
 # %% auto #0
 __all__ = ['LOADERS', 'RUN_ONLY', 'seed_everything', 'ConfigError', 'TrainConfig', 'TrainingDiverged', 'loader_workers',
-           'cpu_threads', 'train_step', 'History', 'fit', 'plot_history']
+           'cpu_threads', 'train_step', 'measure_speed', 'History', 'fit', 'plot_history']
 
 # %% ../nbs/08_training.ipynb #be416878
 import csv
@@ -34,7 +34,7 @@ from .device_loader import DeviceLoader
 from .evaluate import evaluate
 from .loaders import AugSpec, augmentations, default_num_workers, make_loaders
 from .optim import ONECYCLE, make_optimizer
-from .model import Precision, arch_name, get_device, precision, unwrap
+from .model import Precision, arch_name, get_device, precision, resnet18, unwrap
 
 # %% ../nbs/08_training.ipynb #6d8519c8
 def seed_everything(seed: int = 0) -> None:
@@ -171,6 +171,25 @@ def train_step(net: nn.Module, x: torch.Tensor, y: torch.Tensor, criterion: nn.M
     scaler.scale(loss).backward()
     scaler.step(opt); scaler.update()
     return logits, loss
+
+
+def measure_speed(num_classes: int = 10, batch_size: int = 512, device: torch.device | str | None = None,
+                  amp: bool | None = None, channels_last: bool | None = None, steps: int = 2, size: int = 32) -> float:
+    """Training images per second of a fresh ResNet-18 at `batch_size` on `device`, in the number format and layout
+    `precision(device, amp, channels_last)` chooses: one warm-up step, then `steps` timed steps on random images
+    (the data loader not included). Enough to say before a run how long it will take."""
+    device = get_device(device, verbose=False)
+    prec = precision(device, amp, channels_last)
+    net = prec.prepare(resnet18(num_classes=num_classes))
+    opt, scaler, crit = make_optimizer(net, lr=1e-3), prec.grad_scaler(), nn.CrossEntropyLoss()
+    x = prec.inputs(torch.randn(batch_size, 3, size, size))
+    y = torch.randint(0, num_classes, (batch_size,), device=device)
+    train_step(net, x, y, crit, opt, scaler, prec)
+    if device.type == "cuda": torch.cuda.synchronize(device)
+    t0 = time.perf_counter()
+    for _ in range(steps): train_step(net, x, y, crit, opt, scaler, prec)
+    if device.type == "cuda": torch.cuda.synchronize(device)
+    return steps * batch_size / (time.perf_counter() - t0)
 
 # %% ../nbs/08_training.ipynb #1dafbbc0
 def _rng_state() -> dict:

@@ -56,6 +56,9 @@ def test_train_in_float32_when_asked_and_the_sweep_says_its_size(tmp_path):
     assert "LR finder: 10 steps at batch" in r.stdout and "Training in float32, NCHW on cpu" in r.stdout, r.stdout
     m = json.loads((tmp_path / "metrics.json").read_text())
     assert m["precision"].startswith("float32, NCHW") and m["config"]["amp"] is False
+    # a float32 run on a CPU says before it starts what it will cost, measured on this machine, and how to shorten it
+    est = next(l for l in r.stdout.splitlines() if l.startswith("Note:"))
+    assert "training runs in float32, at about" in est and "will take about" in est and "--limit" in est, est
 
 
 def test_gradcam_command(smoke_run, tmp_path):
