@@ -198,8 +198,9 @@ def show_cam_grid(images, columns: dict[str, np.ndarray], row_titles: Sequence[s
 # %% ../nbs/09_gradcam.ipynb #ea970d2d
 def faithfulness(model: nn.Module, images: torch.Tensor, cams: np.ndarray, targets: Sequence[int],
                  percentiles: Sequence[int] = (20, 40, 60, 80), batch_size: int = 64) -> np.ndarray:
-    """ROAD combined score (pytorch_grad_cam.metrics) of each CAM: half the drop in the target logit when
-    the least-relevant pixels are removed minus when the most-relevant are; higher is more faithful."""
+    """ROAD combined score (pytorch_grad_cam.metrics) of each CAM, in logits of the target class: half of (the drop
+    in the target logit when the most relevant pixels are removed minus its drop when the least relevant are),
+    averaged over `percentiles` of pixels removed. Higher is more faithful; about 0 is no better than chance."""
     check_normalized(images)
     net = unwrap(model)
     device = next(net.parameters()).device
