@@ -311,7 +311,8 @@ def fit(model: nn.Module, train: Split, test: Split, config: TrainConfig | None 
         model.train()
         tot_loss = torch.zeros((), device=device); tot_correct = torch.zeros((), device=device, dtype=torch.long)
         seen = 0
-        bar = tqdm(train_dl, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False, disable=not progress)
+        # progress=False turns the bar off; else tqdm decides (TQDM_DISABLE=1 turns bars off everywhere, e.g. for stored outputs)
+        bar = tqdm(train_dl, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False, **({} if progress else {"disable": True}))
         for step, (x, y) in enumerate(bar, 1):
             x, y = prec.inputs(x), y.to(device, non_blocking=True)
             logits, loss = train_step(net, x, y, criterion, opt, scaler, prec)
