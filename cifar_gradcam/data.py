@@ -4,8 +4,8 @@
 
 # %% auto #0
 __all__ = ['SMOKE_SIZES', 'CIFAR10_CLASSES', 'CIFAR10_MEAN', 'CIFAR10_STD', 'IMAGE_EXTENSIONS', 'SOURCES', 'SYNTHETIC_CLASSES',
-           'IMAGE_SIZE', 'smoke_mode', 'smoke_sized', 'DataError', 'Split', 'train_val_split', 'make_synthetic',
-           'to_size', 'load_cifar10', 'channel_stats', 'denormalize', 'to_display', 'show_images', 'show_samples',
+           'IMAGE_SIZE', 'smoke_mode', 'DataError', 'Split', 'train_val_split', 'make_synthetic', 'to_size',
+           'load_cifar10', 'smoke_sized', 'channel_stats', 'denormalize', 'to_display', 'show_images', 'show_samples',
            'show_per_class', 'show_channels']
 
 # %% ../nbs/00_data.ipynb #9288ad10
@@ -30,13 +30,6 @@ SMOKE_SIZES = dict(train=256, test=128, epochs=1, batch_size=32, lr_iters=10)
 def smoke_mode() -> bool:
     "True when `CIFAR_GRADCAM_SMOKE=1`: lessons then run on a few hundred images, for tests."
     return os.environ.get("CIFAR_GRADCAM_SMOKE", "0").strip().lower() in ("1", "true", "yes")
-
-
-def smoke_sized(train: "Split", test: "Split", smoke: bool | None = None) -> tuple["Split", "Split"]:
-    """In smoke mode (`smoke`, default `smoke_mode()`), stratified random parts of `train` and `test` of
-    `SMOKE_SIZES`' sizes; otherwise both unchanged."""
-    if not (smoke_mode() if smoke is None else smoke): return train, test
-    return train.limit(SMOKE_SIZES["train"]), test.limit(SMOKE_SIZES["test"])
 
 # %% ../nbs/00_data.ipynb #74d2b6d2
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer",
@@ -330,6 +323,13 @@ def load_cifar10(source: str | os.PathLike | None = None, *, val_size: int | flo
     if test is None:
         train, test = train_val_split(train, val_size, seed=seed)
     return train, test
+
+# %% ../nbs/00_data.ipynb #afd021a1
+def smoke_sized(train: Split, test: Split, smoke: bool | None = None) -> tuple[Split, Split]:
+    """In smoke mode (`smoke`, default `smoke_mode()`), stratified random parts of `train` and `test` of
+    `SMOKE_SIZES`' sizes; otherwise both unchanged."""
+    if not (smoke_mode() if smoke is None else smoke): return train, test
+    return train.limit(SMOKE_SIZES["train"]), test.limit(SMOKE_SIZES["test"])
 
 # %% ../nbs/00_data.ipynb #ef0fb6ec
 def channel_stats(x: np.ndarray, chunk: int = 4096) -> tuple[np.ndarray, np.ndarray]:
