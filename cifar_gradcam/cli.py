@@ -8,8 +8,11 @@ __all__ = ['REPORT_FILES', 'USER_ERRORS', 'UsageError', 'build_parser', 'Run', '
 
 # %% ../nbs/10_cli.ipynb #3bd0ba89
 import argparse
+import base64
+import html
 import json
 import os
+import re
 import sys
 from dataclasses import asdict
 from pathlib import Path
@@ -99,21 +102,50 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 # %% ../nbs/10_cli.ipynb #23f76ca2
+def _html_text(body: str) -> str:
+    "The little markdown the report's texts use (paragraphs, `- ` lists, ``` blocks, **bold**) as HTML."
+    out, para, items, code = [], [], [], None
+    inline = lambda t: re.sub(r"\*\*(.+?)\*\*", r"<strong>\1</strong>", html.escape(t))
+    def flush():
+        if para: out.append("<p>" + inline(" ".join(para)) + "</p>"); para.clear()
+        if items: out.append("<ul>" + "".join(f"<li>{inline(t)}</li>" for t in items) + "</ul>"); items.clear()
+    for line in body.splitlines():
+        if code is not None:
+            if line.startswith("```"): out.append("<pre>" + html.escape("\n".join(code)) + "</pre>"); code = None
+            else: code.append(line)
+        elif line.startswith("```"): flush(); code = []
+        elif line.startswith("- "): items.append(line[2:])
+        elif not line.strip(): flush()
+        else: para.append(line)
+    flush()
+    return "\n".join(out)
+
+
+_HTML_STYLE = ("body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}"
+               "img{max-width:100%;height:auto;border:1px solid #ddd}pre{background:#f6f6f6;padding:.8em;overflow-x:auto}"
+               "h2{margin-top:2em;border-bottom:1px solid #eee}")
+
+
 class Run:
-    "An output folder being filled: figures, JSON files and the lines of report.md."
+    """An output folder being filled: figures, JSON files, and the report in two forms: report.md (next to its PNG
+    files) and report.html, one self-contained page (the figures embedded) that opens in any browser."""
     def __init__(self, out: Path, title: str):
         self.out = Path(out); self.out.mkdir(parents=True, exist_ok=True)
-        self.lines = [f"# {title}", ""]
+        self.title, self.lines, self.html = title, [f"# {title}", ""], []
 
     def figure(self, fig, name: str, heading: str, caption: str) -> Path:
         import matplotlib.pyplot as plt
         path = self.out / f"{name}.png"
         fig.savefig(path, dpi=110, bbox_inches="tight"); plt.close(fig)
         self.lines += [f"## {heading}", "", f"![{heading}]({path.name})", "", caption, ""]
+        data = base64.b64encode(path.read_bytes()).decode()
+        self.html.append(f'<section id="{name}"><h2>{html.escape(heading)}</h2>'
+                         f'<img alt="{html.escape(heading)}" src="data:image/png;base64,{data}"><p>{html.escape(caption)}</p></section>')
         return path
 
     def text(self, heading: str, body: str) -> None:
         self.lines += [f"## {heading}", "", body, ""]
+        self.html.append(f"<section><h2>{html.escape(heading)}</h2>{_html_text(body)}</section>")
 
     def add(self, item: dict) -> None:
         "One item of `report_figures`: a figure (saved as `name`.png) or a text."
@@ -126,13 +158,18 @@ class Run:
         return path
 
     def write_report(self) -> Path:
+        "Write report.md and report.html; return the path of report.md."
         path = self.out / "report.md"
         path.write_text("\n".join(self.lines))
+        page = (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{html.escape(self.title)}</title>'
+                f"<style>{_HTML_STYLE}</style></head>\n<body><h1>{html.escape(self.title)}</h1>\n" + "\n".join(self.html)
+                + "\n</body></html>\n")
+        (self.out / "report.html").write_text(page)
         return path
 
 
 #: Files a run writes besides `fit`'s (`RUN_FILES`): removed with the run on --overwrite.
-REPORT_FILES = ("report.md", "metrics.json", "run.json", "evaluate.json", "samples.png", "augmentations.png", "lr_finder.png",
+REPORT_FILES = ("report.md", "report.html", "metrics.json", "run.json", "evaluate.json", "samples.png", "augmentations.png", "lr_finder.png",
                 "curves.png", "confusion_matrix.png", "misclassified.png", "gradcam_layers.png", "gradcam_pred_vs_true.png")
 
 
@@ -256,7 +293,7 @@ def cmd_train(args, report: bool = False) -> dict:
                             f"{metrics['device_name']}.\n\n```\n{per_class_table(metrics['per_class_accuracy'])}\n```")
         plain = P if not cfg.tta else predict_split(best, test, cfg.batch_size, device, amp=cfg.amp, channels_last=cfg.channels_last)
         for item in report_figures(best, test, plain): run.add(item)
-        print("report:", run.write_report())
+        print("report:", run.write_report(), "and", out / "report.html")
     print(f"accuracy {metrics['accuracy']:.2%} (best epoch {metrics['best_epoch']}); metrics: {out / 'metrics.json'}")
     return metrics
 

@@ -14,7 +14,7 @@ from cifar_gradcam.cli import main
 EXE = shutil.which("cifar-gradcam")
 CLI = [EXE] if EXE else [sys.executable, "-c", "from cifar_gradcam.cli import console; console()"]
 REPORT_FILES = {"config.json", "run.json", "history.csv", "history.json", "metrics.json", "last.pt", "best.pt",
-                "report.md", "samples.png", "augmentations.png", "lr_finder.png", "curves.png", "confusion_matrix.png",
+                "report.md", "report.html", "samples.png", "augmentations.png", "lr_finder.png", "curves.png", "confusion_matrix.png",
                 "misclassified.png", "gradcam_layers.png", "gradcam_pred_vs_true.png"}
 
 
@@ -136,3 +136,28 @@ def test_evaluate_refuses_a_checkpoint_of_another_architecture(tmp_path):
     fit(small, train, test, epochs=1, batch_size=16, max_lr=0.05, out_dir=tmp_path, progress=False)
     r = cli("evaluate", "--checkpoint", tmp_path / "best.pt", "--data", "synthetic", "--smoke")
     assert r.returncode == 2 and "holds a Sequential model" in r.stderr and "Traceback" not in r.stderr, r.stderr
+
+
+def test_report_html_is_one_self_contained_page_in_the_course_order(smoke_run):
+    "report.html carries every figure of report.md inside it (no file next to it is needed), in the same order."
+    import base64
+    import re
+    from html.parser import HTMLParser
+
+    class Page(HTMLParser):
+        def __init__(self):
+            super().__init__(); self.imgs, self.h2, self._in_h2 = [], [], False
+        def handle_starttag(self, tag, attrs):
+            if tag == "img": self.imgs.append(dict(attrs)["src"])
+            self._in_h2 = tag == "h2"
+        def handle_data(self, data):
+            if self._in_h2: self.h2.append(data); self._in_h2 = False
+
+    page = Page(); page.feed((smoke_run / "report.html").read_text())
+    md = (smoke_run / "report.md").read_text()
+    assert page.h2 == re.findall(r"^## (.+)$", md, re.M)                      # the same sections, in order
+    assert len(page.imgs) == len(re.findall(r"!\[[^]]*\]\(([^)]+\.png)\)", md)) >= 8
+    for src in page.imgs:
+        assert src.startswith("data:image/png;base64,"), src[:40]
+        assert base64.b64decode(src.split(",", 1)[1])[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "<strong>" in (smoke_run / "report.html").read_text() and "<pre>" in (smoke_run / "report.html").read_text()
