@@ -174,13 +174,13 @@ REPORT_FILES = ("report.md", "report.html", "metrics.json", "run.json", "evaluat
 
 
 def _source(args) -> str:
-    "The data source as given (--data, else CIFAR_GRADCAM_DATA, else torchvision), with paths made absolute."
+    "The data source as given (`--data`, else `CIFAR_GRADCAM_DATA`, else torchvision), with paths made absolute."
     name = str(args.data if args.data is not None else os.environ.get("CIFAR_GRADCAM_DATA") or "torchvision").strip()
     return name if name in ("torchvision", "synthetic", "") else str(Path(name).expanduser().resolve())
 
 
 def _check_resume(args, out: Path) -> None:
-    """--resume continues a run with the recipe and data it started with: options that would change them are refused
+    """`--resume` continues a run with the recipe and data it started with: options that would change them are refused
     (they would be silently ignored), and so is other data than the run's (run.json)."""
     last = out / "last.pt"
     if not last.exists(): raise UsageError(f"--resume: no checkpoint {last} to continue; start without --resume")
@@ -206,7 +206,7 @@ def _data(args) -> tuple[Split, Split]:
 
 
 def _config(args, train: Split, device) -> TrainConfig:
-    "The training config from the arguments (and, on --resume, from the run being continued); the LR finder's choice without --max-lr."
+    "The training config from the arguments (and, on `--resume`, from the run being continued); the LR finder's choice without `--max-lr`."
     out = Path(args.out)
     if args.resume:
         return TrainConfig.from_saved(load_model(out / "last.pt", "cpu")[1]["config"])
@@ -311,7 +311,7 @@ def _load(args):
 
 
 def cmd_evaluate(args) -> dict:
-    "`evaluate`: the metrics of a checkpoint on the test split of --data."
+    "`evaluate`: the metrics of a checkpoint on the test split of `--data`."
     ckpt, model, device, test, out = _load(args)
     saved = ckpt["config"]
     P = predict_split(model, test, args.batch_size or TrainConfig.batch_size, device, tta=saved.get("tta", False),
