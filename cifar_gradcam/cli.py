@@ -27,7 +27,7 @@ from .loaders import show_augmentations, train_transforms
 from .lr_finder import find_max_lr, plot_lr_finder
 from .model import DeviceError, cpu_bf16_native, get_device, precision
 from .evaluate import Predictions, per_class_table, predict_split
-from .checkpoint import ARCHITECTURES, CheckpointError, load_model, prepare_out_dir
+from .checkpoint import ARCHITECTURES, CheckpointError, load_checkpoint, load_model, prepare_out_dir
 from .train import (LOADERS, ConfigError, TrainConfig, TrainingDiverged, fit, loader_workers, measure_speed,
                                  plot_history, seed_everything)
 
@@ -184,7 +184,7 @@ def _check_resume(args, out: Path) -> None:
     (they would be silently ignored), and so is other data than the run's (run.json)."""
     last = out / "last.pt"
     if not last.exists(): raise UsageError(f"--resume: no checkpoint {last} to continue; start without --resume")
-    saved = TrainConfig.from_saved(load_model(last, "cpu")[1]["config"])
+    saved = TrainConfig.from_saved(load_checkpoint(last)["config"])
     given = {"--epochs": ("epochs", args.epochs), "--batch-size": ("batch_size", args.batch_size),
              "--max-lr": ("max_lr", args.max_lr), "--seed": ("seed", args.seed)}
     diff = [f"{flag} {v} (the run has {getattr(saved, k)})" for flag, (k, v) in given.items()
@@ -209,7 +209,7 @@ def _config(args, train: Split, device) -> TrainConfig:
     "The training config from the arguments (and, on `--resume`, from the run being continued); the LR finder's choice without `--max-lr`."
     out = Path(args.out)
     if args.resume:
-        return TrainConfig.from_saved(load_model(out / "last.pt", "cpu")[1]["config"])
+        return TrainConfig.from_saved(load_checkpoint(out / "last.pt")["config"])
     default = lambda given, key: given if given is not None else (SMOKE_SIZES[key] if args.smoke else getattr(TrainConfig, key))
     cfg = TrainConfig(epochs=default(args.epochs, "epochs"), batch_size=default(args.batch_size, "batch_size"),
                       seed=args.seed if args.seed is not None else TrainConfig.seed, num_workers=args.workers, loader=args.loader, compile=args.compile,
