@@ -23,13 +23,6 @@ def cli(*args, timeout=600, **kw):
     return subprocess.run([*CLI, *map(str, args)], capture_output=True, text=True, timeout=timeout, env=env, **kw)
 
 
-@pytest.fixture(scope="module")
-def smoke_run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("run")
-    assert main(["run", "--smoke", "--data", "synthetic", "--out", str(out), "--workers", "0"]) == 0
-    return out
-
-
 def test_run_writes_every_file_of_the_report(smoke_run):
     names = {p.name for p in smoke_run.iterdir()}
     assert REPORT_FILES <= names, REPORT_FILES - names
