@@ -5,8 +5,8 @@
 # %% auto #0
 __all__ = ['SMOKE_SIZES', 'CIFAR10_CLASSES', 'CIFAR10_MEAN', 'CIFAR10_STD', 'IMAGE_EXTENSIONS', 'SOURCES', 'SYNTHETIC_CLASSES',
            'IMAGE_SIZE', 'smoke_mode', 'DataError', 'Split', 'train_val_split', 'make_synthetic', 'to_size',
-           'load_cifar10', 'smoke_sized', 'channel_stats', 'denormalize', 'to_display', 'show_images', 'show_samples',
-           'show_per_class', 'show_channels']
+           'load_cifar10', 'smoke_sized', 'show_error', 'channel_stats', 'denormalize', 'to_display', 'show_images',
+           'show_samples', 'show_per_class', 'show_channels']
 
 # %% ../nbs/00_data.ipynb #9288ad10
 import hashlib
@@ -114,6 +114,7 @@ def train_val_split(split: Split, val_size: int | float | None = None, seed: int
     return split.subset(~val), split.subset(val)
 
 # %% ../nbs/00_data.ipynb #46ba0ac0
+#| code-fold: true
 def _cache_dir(cache_dir: str | os.PathLike | None = None) -> Path:
     return Path(cache_dir or os.environ.get("CIFAR_GRADCAM_CACHE") or Path.home() / ".cache" / "cifar_gradcam")
 
@@ -184,6 +185,9 @@ def _stack(layout: dict[str, list[str]], read: Callable[[str], bytes], where: st
 
 
 def _load_image_folder(path: Path, cache_dir=None, use_cache: bool = True) -> tuple[Split, Split | None]:
+    """The train (and test, if any) `Split` of an ImageFolder folder or `.tar.gz`. An archive's decoded arrays are
+    cached in `cache_dir` (default `_cache_dir()`), keyed by its path, size and modification time, and written
+    atomically; a folder is read afresh each time."""
     where = str(path)
     if path.is_dir():
         files = [p.relative_to(path).as_posix() for p in path.rglob("*") if p.is_file()]
@@ -223,6 +227,7 @@ def _load_image_folder(path: Path, cache_dir=None, use_cache: bool = True) -> tu
     return splits["train"], splits.get("test")
 
 # %% ../nbs/00_data.ipynb #eff96a60
+#| code-fold: true
 SYNTHETIC_CLASSES = ("h-stripes", "v-stripes", "checker", "diagonal", "cross",
                      "ring", "square", "triangle", "dots", "x-shape")
 _PALETTE = np.array([[230, 25, 75], [60, 180, 75], [255, 225, 25], [0, 130, 200], [245, 130, 48],
@@ -268,6 +273,7 @@ def make_synthetic(n_train: int = 5000, n_test: int = 1000, size: int = 32, patc
     return one(n_train), one(n_test)
 
 # %% ../nbs/00_data.ipynb #76074719
+#| code-fold: true
 def _load_torchvision(cache_dir=None) -> tuple[Split, Split]:
     from torchvision.datasets import CIFAR10
     root = _cache_dir(cache_dir) / "torchvision"
@@ -330,6 +336,19 @@ def smoke_sized(train: Split, test: Split, smoke: bool | None = None) -> tuple[S
     `SMOKE_SIZES`' sizes; otherwise both unchanged."""
     if not (smoke_mode() if smoke is None else smoke): return train, test
     return train.limit(SMOKE_SIZES["train"]), test.limit(SMOKE_SIZES["test"])
+
+# %% ../nbs/00_data.ipynb #ca2617cc
+def show_error(f, contains: str = "", exc: type[BaseException] = Exception) -> None:
+    """Call `f()`, which must raise `exc` with `contains` in its message, and print `Type: message`.
+    Like fastcore's `test_fail`, but the lesson shows the message the user would read."""
+    try:
+        f()
+    except exc as e:
+        if contains not in str(e):
+            raise AssertionError(f"the message should contain {contains!r}; it is: {e}") from e
+        print(f"{type(e).__name__}: {e}")
+        return
+    raise AssertionError(f"expected {exc.__name__}, but the call returned without an error")
 
 # %% ../nbs/00_data.ipynb #ef0fb6ec
 def channel_stats(x: np.ndarray, chunk: int = 4096) -> tuple[np.ndarray, np.ndarray]:
