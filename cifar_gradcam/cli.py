@@ -24,7 +24,7 @@ import torch
 from .data import SMOKE_SIZES, DataError, Split, load_cifar10, show_samples, smoke_sized
 from .gradcam import report_figures
 from .loaders import show_augmentations, train_transforms
-from .lr_finder import find_max_lr, plot_lr_finder
+from .lr_finder import SUGGESTION_RULES, find_max_lr, plot_lr_finder
 from .model import DeviceError, cpu_bf16_native, get_device, precision
 from .evaluate import Predictions, per_class_table, predict_split
 from .checkpoint import ARCHITECTURES, CheckpointError, load_checkpoint, load_model, prepare_out_dir
@@ -47,6 +47,16 @@ def _positive(text: str) -> int:
     return n
 
 
+def _max_lr(text: str) -> float | str:
+    "An argparse type for --max-lr: a learning rate, or the name of an LR finder rule."
+    try:
+        return float(text)
+    except ValueError:
+        if text in SUGGESTION_RULES: return text
+        raise argparse.ArgumentTypeError(f"{text!r} is neither a learning rate nor an LR finder rule "
+                                         f"({', '.join(SUGGESTION_RULES)})") from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     "The `cifar-gradcam` argument parser."
     p = argparse.ArgumentParser(
@@ -66,7 +76,11 @@ def build_parser() -> argparse.ArgumentParser:
         q.add_argument("--smoke", action="store_true", help="a tiny CPU-sized run, for tests")
         if training:
             q.add_argument("--epochs", type=int, default=None, help=f"training epochs (default {TrainConfig.epochs}; {SMOKE_SIZES['epochs']} with --smoke)")
-            q.add_argument("--max-lr", type=float, default=None, help="OneCycle peak learning rate; skips the LR finder")
+            q.add_argument("--max-lr", type=_max_lr, default=None, metavar="LR|RULE",
+                           help=f"OneCycle's peak learning rate: a number (no LR sweep), or an LR finder rule "
+                                f"({', '.join(SUGGESTION_RULES)}) to train at the sweep's suggestion. Default: the "
+                                f"recipe's {TrainConfig.max_lr:g} at batch {TrainConfig.batch_size}, scaled in proportion "
+                                f"to --batch-size, with the sweep run beside it for the report")
             q.add_argument("--limit", type=int, default=None, metavar="N", help="use at most N training images")
             q.add_argument("--seed", type=int, default=None, help="random seed (default 0)")
             q.add_argument("--resume", action="store_true",
@@ -206,20 +220,27 @@ def _data(args) -> tuple[Split, Split]:
 
 
 def _config(args, train: Split, device) -> TrainConfig:
-    "The training config from the arguments (and, on `--resume`, from the run being continued); the LR finder's choice without `--max-lr`."
+    """The training config from the arguments (and, on `--resume`, from the run being continued). The peak learning
+    rate is `--max-lr` when it is a number; the LR finder's suggestion when it names a rule; otherwise the recipe's,
+    scaled to the batch size, with the sweep run anyway (`args._lr_choice`) so that the report shows the two side by side."""
     out = Path(args.out)
     if args.resume:
         return TrainConfig.from_saved(load_checkpoint(out / "last.pt")["config"])
     default = lambda given, key: given if given is not None else (SMOKE_SIZES[key] if args.smoke else getattr(TrainConfig, key))
-    cfg = TrainConfig(epochs=default(args.epochs, "epochs"), batch_size=default(args.batch_size, "batch_size"),
+    cfg = TrainConfig(epochs=default(args.epochs, "epochs"),
                       seed=args.seed if args.seed is not None else TrainConfig.seed, num_workers=args.workers, loader=args.loader, compile=args.compile,
-                      amp=args.amp, channels_last=args.channels_last)
-    if args.max_lr is not None:
+                      amp=args.amp, channels_last=args.channels_last).at_batch_size(default(args.batch_size, "batch_size"))
+    if isinstance(args.max_lr, float):
         return cfg.replace(max_lr=args.max_lr)
     args._lr_choice = find_max_lr(train, cfg.batch_size, device=device, seed=cfg.seed, amp=cfg.amp,
-                                  num_workers=loader_workers(device, args.workers),
+                                  num_workers=loader_workers(device, args.workers), rule=args.max_lr or "steepest",
                                   max_iter=SMOKE_SIZES["lr_iters"] if args.smoke else 100)
-    return cfg.replace(max_lr=args._lr_choice.max_lr)
+    if args.max_lr is not None:
+        return cfg.replace(max_lr=args._lr_choice.max_lr)
+    print(f"max_lr {cfg.max_lr:.3g}: the recipe's peak ({TrainConfig.max_lr:g} at batch {TrainConfig.batch_size}"
+          + (f", scaled to batch {cfg.batch_size}" if cfg.batch_size != TrainConfig.batch_size else "")
+          + f"), {cfg.max_lr / args._lr_choice.max_lr:.1f}x the finder's; --max-lr {args._lr_choice.sweep.rule} trains at the finder's")
+    return cfg
 
 
 def _duration(seconds: float) -> str:
@@ -267,8 +288,10 @@ def cmd_train(args, report: bool = False) -> dict:
     choice = getattr(args, "_lr_choice", None)
     if report and choice is not None:
         import matplotlib.pyplot as plt
-        fig, ax = plt.subplots(figsize=(7, 4)); plot_lr_finder(choice.sweep, ax=ax)
-        run.figure(fig, "lr_finder", "LR finder", f"Loss against learning rate; {choice}.")
+        fig, ax = plt.subplots(figsize=(7, 4)); plot_lr_finder(choice.sweep, ax=ax, peak=cfg.max_lr)
+        whose = f"the finder's ({choice.sweep.rule})" if args.max_lr is not None else "the recipe's"
+        run.figure(fig, "lr_finder", "LR finder", f"Loss against learning rate; {choice}. The run trains at "
+                   f"max_lr {cfg.max_lr:.3g} (dashed line), {whose}.")
     if not args.resume:
         run.json("run.json", {"data": _source(args), "limit": args.limit, "smoke": args.smoke,
                               "train_images": len(train), "test_images": len(test)})

@@ -158,8 +158,10 @@ def suggest_lrs(lrs: np.ndarray, losses: np.ndarray, skip_start: int = 5, skip_e
     return {"steepest": float(steepest), "min_div10": float(min_div10), "valley": float(falling_lr[_valley(falling)])}
 
 # %% ../nbs/05_lr_finder.ipynb #a7658fc6
-def plot_lr_finder(result: LRFinderResult, ax: plt.Axes | None = None, title: str | None = None) -> plt.Axes:
-    "Loss against learning rate (log scale) with each suggestion marked; the chosen one is filled."
+def plot_lr_finder(result: LRFinderResult, ax: plt.Axes | None = None, title: str | None = None,
+                   peak: float | None = None) -> plt.Axes:
+    """Loss against learning rate (log scale) with each suggestion marked, the rule's one filled; `peak`, if given,
+    is the peak learning rate a run trains at (a dashed line)."""
     ax = ax or plt.subplots(figsize=(7, 4))[1]
     ax.plot(result.lrs, result.losses, color="C0", lw=1.5)
     ax.set_xscale("log"); ax.set_xlabel("learning rate (log scale)"); ax.set_ylabel("training loss (smoothed)")
@@ -169,7 +171,9 @@ def plot_lr_finder(result: LRFinderResult, ax: plt.Axes | None = None, title: st
         y = np.interp(np.log(lr), np.log(result.lrs), result.losses)
         chosen = name == result.rule
         ax.scatter([lr], [y], s=90 if chosen else 50, zorder=3, color=f"C{k + 1}",
-                   facecolors=None if chosen else "none", label=f"{name}: {lr:.3g}" + ("  (used)" if chosen else ""))
+                   facecolors=None if chosen else "none", label=f"{name}: {lr:.3g}" + ("  (the rule)" if chosen else ""))
+    if peak is not None:
+        ax.axvline(peak, color="k", ls="--", lw=1, label=f"the run's max_lr: {peak:.3g}")
     ax.legend(); ax.grid(alpha=0.3, which="both")
     ax.set_title(title or ("LR range test" + (" (stopped: loss diverged)" if result.diverged else "")))
     return ax
@@ -216,11 +220,11 @@ class LRChoice:
     def __str__(self) -> str:
         scaled = (f" {self.sweep.lr:.3g} at batch {self.plan.batch_size} x {self.plan.lr_scale:.3g}"
                   if self.plan.lr_scale != 1 else "")
-        return (f"max_lr = {self.max_lr:.3g} ({self.sweep.rule}{scaled}); suggestions "
+        return (f"suggests max_lr = {self.max_lr:.3g} ({self.sweep.rule}{scaled}); all rules: "
                 + ", ".join(f"{k} {v:.3g}" for k, v in self.sweep.suggestions.items()))
 
 
-def find_max_lr(train: Split, batch_size: int = 512, *, model: nn.Module | None = None,
+def find_max_lr(train: Split, batch_size: int = 128, *, model: nn.Module | None = None,
                 device: torch.device | str | None = None, seed: int = 0, amp: bool | None = None,
                 num_workers: int = 0, max_iter: int = 100, start_lr: float = 1e-5, end_lr: float = 10.0,
                 rule: str = "steepest", verbose: bool = True) -> LRChoice:

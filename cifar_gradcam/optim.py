@@ -32,9 +32,9 @@ ONECYCLE = dict(pct_start=0.25, div_factor=25.0, final_div_factor=1e4, anneal_st
                 base_momentum=0.85, max_momentum=0.95)
 
 
-def onecycle_schedule(max_lr: float, epochs: int = 20, steps_per_epoch: int = 87, **kwargs) -> dict[str, np.ndarray]:
+def onecycle_schedule(max_lr: float, epochs: int = 20, steps_per_epoch: int = 351, **kwargs) -> dict[str, np.ndarray]:
     """Learning rate and momentum at every step of a `OneCycleLR` run (settings: `ONECYCLE`, overridden by
-    `kwargs`). 87 steps per epoch is 45,000 training images in full batches of 512 (the last 456 are dropped)."""
+    `kwargs`). 351 steps per epoch is 45,000 training images in full batches of 128, the recipe's (the last 72 are dropped)."""
     if max_lr <= 0: raise ValueError(f"max_lr must be positive; got {max_lr}")
     if epochs < 1 or steps_per_epoch < 1: raise ValueError("epochs and steps_per_epoch must be at least 1")
     opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=max_lr, momentum=0.9, nesterov=True)

@@ -58,8 +58,8 @@ class ConfigError(ValueError):
 class TrainConfig:
     "Everything that defines a training run. Saved in every checkpoint."
     epochs: int = 20
-    batch_size: int = 512
-    max_lr: float = 0.2              # OneCycle's peak; use the LR finder's suggestion where you have one
+    batch_size: int = 128
+    max_lr: float = 0.1              # OneCycle's peak at this batch size, tuned on the full run (benchmarks/README.md)
     max_momentum: float = ONECYCLE["max_momentum"]    # OneCycle cycles momentum inversely to the LR: max_momentum
     base_momentum: float = ONECYCLE["base_momentum"]  # at the start and end, base_momentum at the LR's peak;
     nesterov: bool = True                             # equal values give a constant momentum
@@ -103,6 +103,10 @@ class TrainConfig:
     def augment_spec(self) -> AugSpec:
         "The augmentation settings (`pad`, `flip_p`, `cutout`, `cutout_p`) as the one `AugSpec` the loaders take."
         return AugSpec(self.pad, self.flip_p, self.cutout, self.cutout_p)
+
+    def at_batch_size(self, batch_size: int) -> "TrainConfig":
+        "This recipe at another batch size, its peak learning rate scaled in proportion (the linear scaling rule)."
+        return self.replace(batch_size=batch_size).replace(max_lr=self.max_lr * batch_size / self.batch_size)  # checked first
 
     def replace(self, **changes) -> "TrainConfig":
         "A copy with `changes`; unknown names are an error."

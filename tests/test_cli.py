@@ -1,6 +1,7 @@
 """The `cifar-gradcam` command: the whole pipeline, evaluate, Ctrl-C and --resume, bad usage."""
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -10,6 +11,7 @@ import time
 import pytest
 
 from cifar_gradcam.cli import main
+from cifar_gradcam.train import TrainConfig
 
 EXE = shutil.which("cifar-gradcam")
 CLI = [EXE] if EXE else [sys.executable, "-c", "from cifar_gradcam.cli import console; console()"]
@@ -32,6 +34,24 @@ def test_run_writes_every_file_of_the_report(smoke_run):
     m = json.loads((smoke_run / "metrics.json").read_text())
     assert {"accuracy", "test_loss", "per_class_accuracy", "seconds_per_epoch", "device"} <= set(m)
     assert len(m["per_class_accuracy"]) == 10 and 0 <= m["accuracy"] <= 1
+
+
+def test_the_peak_learning_rate_is_the_recipes_unless_asked_for_the_finders(smoke_run, tmp_path):
+    "By default the run trains at the recipe's peak, scaled to its batch, and reports the sweep beside it."
+    m = json.loads((smoke_run / "metrics.json").read_text())
+    cfg = TrainConfig()
+    assert m["config"]["max_lr"] == pytest.approx(cfg.max_lr * m["config"]["batch_size"] / cfg.batch_size)
+    assert "The run trains at max_lr 0.025 (dashed line), the recipe's." in (smoke_run / "report.md").read_text()
+    # --max-lr RULE trains at the finder's suggestion for that rule; a number skips the sweep
+    r = cli("train", "--smoke", "--data", "synthetic", "--out", tmp_path / "valley", "--max-lr", "valley")
+    assert r.returncode == 0, r.stderr
+    said = re.search(r"LR finder: suggests max_lr = ([0-9.e-]+) \(valley", r.stdout)
+    assert said, r.stdout
+    got = json.loads((tmp_path / "valley" / "metrics.json").read_text())["config"]["max_lr"]
+    assert got == pytest.approx(float(said.group(1)), rel=5e-3) and got != pytest.approx(0.025)
+    r = cli("train", "--smoke", "--data", "synthetic", "--out", tmp_path / "fixed", "--max-lr", "0.03")
+    assert r.returncode == 0 and "LR finder" not in r.stdout, r.stdout
+    assert json.loads((tmp_path / "fixed" / "metrics.json").read_text())["config"]["max_lr"] == 0.03
 
 
 def test_evaluate_reproduces_the_runs_accuracy(smoke_run, tmp_path):
@@ -100,6 +120,7 @@ def test_stop_after_then_resume(tmp_path):
     (["train", "--data", "/nowhere/at/all", "--smoke"], "does not exist"),
     (["train", "--data", "cifar100", "--smoke"], "Unknown data source"),
     (["train", "--data", "synthetic", "--smoke", "--max-lr", "-1"], "max_lr=-1.0"),
+    (["train", "--data", "synthetic", "--smoke", "--max-lr", "fastest"], "neither a learning rate nor an LR finder rule"),
     (["evaluate", "--checkpoint", "/nowhere.pt", "--data", "synthetic"], "no checkpoint at"),
     (["train", "--data", "synthetic", "--smoke", "--device", "tpu"], "unknown device 'tpu'"),
     (["gradcam", "--checkpoint", "x.pt", "--n", "0"], "must be at least 1"),
