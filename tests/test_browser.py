@@ -35,10 +35,11 @@ def test_the_site_checker_passes_a_good_page_and_fails_a_broken_one(browser, tmp
         title="Broken", img="missing.png", link="nowhere.html",
         text="Traceback (most recent call last): ::: {.callout-note}"))
     base = serve(tmp_path)
-    assert check_page(browser, base, "good.html", figures=1, api=["fit"], shots=None) == []
-    problems = "\n".join(check_page(browser, base, "broken.html", figures=2, api=["fit", "evaluate"], shots=None))
+    assert check_page(browser, base, "good.html", figures=1, api=["fit"], shots=None, phrases=["a link"]) == []
+    problems = "\n".join(check_page(browser, base, "broken.html", figures=2, api=["fit", "evaluate"], shots=None,
+                                    phrases=["a link", "the objectives of the lesson"]))   # one text cell lost
     for expected in ("image(s) did not load", "but the notebook has 2 figure outputs", "no API docs for evaluate",
-                     "traceback", "raw markup", "broken link"):
+                     "traceback", "raw markup", "broken link", "1 of its notebook's 2 text cells are not on the page"):
         assert expected in problems, (expected, problems)
     assert "no API docs for fit" not in problems
     assert check_page(browser, base, "absent.html", 0, [], None) == ["absent.html: the page does not exist"]

@@ -1,7 +1,8 @@
 """Check the rendered docs site in a real browser (headless Chromium): `python tools/check_site.py [_docs]`.
 
 For the index and every lesson page (one per `nbs/*.ipynb`), served over HTTP as GitHub Pages would:
-- the page exists, has a title and a heading;
+- the page exists, has a title and a heading, and shows the text of every markdown cell of its notebook
+  (a phrase of each: nbdev 2 drops whatever shares the title cell with `# title` and `> summary`);
 - every image loaded, and there are at least as many as the notebook has figure outputs;
 - every function and class its module exports has its API docs (a heading with its name and a signature);
 - no traceback, error output, leaked cell directive (`#|`) or raw Quarto/Markdown markup (`:::`, fences);
@@ -27,7 +28,7 @@ PAGE_JS = r"""(() => {
       && p.scrollWidth > p.clientWidth + 1).map(p => p.innerText.split('\n').find(l => l.length > 60) || p.innerText.slice(0, 80));
   const code = [...main.querySelectorAll('pre')].map(p => p.innerText).join('\n');
   return {
-    title: document.title, h1: (main.querySelector('h1') || {}).innerText || '',
+    title: document.title, h1: (main.querySelector('h1') || {}).innerText || '', text: document.body.innerText,
     ids: [...document.querySelectorAll('[id]')].map(e => e.id),
     headings: [...main.querySelectorAll('h2, h3, h4')].map(h => ({id: h.id || (h.closest('section') || {}).id || '',
         text: h.innerText.trim(),
@@ -48,12 +49,34 @@ def page_name(nb):
     return re.sub(r"^\d+_", "", nb.stem) + ".html"
 
 
+def normalized(text):
+    "Text as compared here: one space for any whitespace, plain quotes and dashes (Quarto makes them typographic)."
+    for a, b in (("\u2019", "'"), ("\u2018", "'"), ("\u201c", '"'), ("\u201d", '"'), ("\u2014", "-"), ("\u2013", "-"),
+                 ("---", "-"), ("--", "-"), ("\u2026", "...")):
+        text = text.replace(a, b)
+    return " ".join(text.split())
+
+
+def phrase(markdown):
+    "The longest run of plain words (four or more) in a markdown cell, as it must appear on the rendered page."
+    runs = []
+    for line in markdown.splitlines():
+        line = re.sub(r"^\s*(?:[-*>]|\d+\.|#+)\s+", "", line)
+        runs += [r.strip() for r in re.split(r"[`*_$\[\]()<>|\\{}#]", line)]
+    runs = [r for r in runs if len(r.split()) >= 4]
+    return normalized(max(runs, key=len)) if runs else None
+
+
 def expected(nb):
-    "What a lesson's page must show: its figure outputs (count) and its module's exported functions/classes."
+    """What a lesson's page must show: its figure outputs (count), its module's exported functions and classes,
+    and a phrase of each markdown cell."""
     cells = json.loads(nb.read_text())["cells"]
-    figures, module = 0, None
+    figures, module, phrases = 0, None, []
     for c in cells:
         src = "".join(c["source"])
+        if c["cell_type"] == "markdown":
+            figures += len(re.findall(r"!\[[^\]]*\]\((?!https?:)[^)]+\)", src))   # the site's own images
+            if phrase(src): phrases.append(phrase(src))
         m = re.search(r"^#\|\s*default_exp\s+(\S+)", src, re.M)
         if m:
             module = m.group(1)
@@ -63,7 +86,7 @@ def expected(nb):
     if module:
         mod = importlib.import_module(f"cifar_gradcam.{module}")
         api = [n for n in mod.__all__ if inspect.isfunction(getattr(mod, n)) or inspect.isclass(getattr(mod, n))]
-    return figures, api
+    return figures, api, phrases
 
 
 def serve(folder):
@@ -88,18 +111,24 @@ def ids_of(url):
     return set(re.findall(r'\bid="([^"]+)"', html))
 
 
-def check_page(b, base, name, figures, api, shots):
+def check_page(b, base, name, figures, api, shots, phrases=()):
     problems = []
     url = base + name
     if ids_of(url) is None:
         return [f"{name}: the page does not exist"]
     b.open(url)
-    imgs = b.eval(IMAGES_JS)
+    imgs = [i for i in b.eval(IMAGES_JS)      # images from other sites (Colab badges) cannot load offline: not checked
+            if urlparse(i["url"]).netloc in ("", urlparse(base).netloc) or i["url"].startswith("data:")]
     info = b.eval(PAGE_JS)
     if shots:
-        b.screenshot(str(Path(shots) / name.replace(".html", ".png")))
+        b.screenshot(str(Path(shots) / name.replace(".html", ".png")))   # long pages: -1.png, -2.png, ...
     if not info["title"].strip() or not info["h1"].strip():
         problems.append(f"{name}: no title or no heading")
+    text = normalized(info["text"])
+    missing = [p for p in phrases if p not in text]
+    if missing:
+        problems.append(f"{name}: {len(missing)} of its notebook's {len(phrases)} text cells are not on the page, "
+                        f"e.g. {missing[0][:80]!r}")
     bad = [i["src"] for i in imgs if not i["ok"]]
     if bad:
         problems.append(f"{name}: {len(bad)} image(s) did not load: {bad[:3]}")
@@ -148,14 +177,15 @@ def main(argv=None):
         sys.exit(f"{site}/index.html does not exist: build the site first (nbdev_docs)")
     if args.screenshots:
         Path(args.screenshots).mkdir(parents=True, exist_ok=True)
-    pages = [("index.html", 0, [])] + [(page_name(nb), *expected(nb)) for nb in sorted((ROOT / "nbs").glob("[0-9]*.ipynb"))]
+    notebooks = [ROOT / "nbs" / "index.ipynb"] + sorted((ROOT / "nbs").glob("[0-9]*.ipynb"))
+    pages = [(page_name(nb), *expected(nb)) for nb in notebooks]
     base, problems, t0 = serve(site), [], time.monotonic()
     with Browser(width=args.width) as b:
         b.send("Network.enable", session=True)
         b.send("Network.setBlockedURLs", session=True, urls=["https://*"])  # offline: the CDNs (MathJax) cannot load
-        for name, figures, api in pages:
-            found = check_page(b, base, name, figures, api, args.screenshots)
-            print(f"{'ok ' if not found else 'BAD'} {name}: {figures} figures, {len(api)} API entries"
+        for name, figures, api, phrases in pages:
+            found = check_page(b, base, name, figures, api, args.screenshots, phrases)
+            print(f"{'ok ' if not found else 'BAD'} {name}: {figures} figures, {len(api)} API entries, {len(phrases)} text cells"
                   + "".join(f"\n    {p}" for p in found))
             problems += found
     print(f"{len(pages)} pages checked in {time.monotonic() - t0:.0f} s: "

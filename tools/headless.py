@@ -106,12 +106,20 @@ class Browser:
             raise BrowserError(f"JavaScript error: {res['exceptionDetails'].get('exception', {}).get('description')}")
         return res["result"].get("value")
 
-    def screenshot(self, path, full_page=True):
-        "Save a PNG of the page (the whole page by default)."
-        params = {"format": "png", "captureBeyondViewport": full_page}
-        if full_page:
-            w, h = self.eval("[document.documentElement.scrollWidth, document.documentElement.scrollHeight]")
-            params["clip"] = {"x": 0, "y": 0, "width": w, "height": min(h, 16000), "scale": 1}
+    def screenshot(self, path, full_page=True, tile=8000):
+        """Save a PNG of the page: the window, or the whole page (a page taller than `tile` pixels goes into
+        several files, path-1.png, path-2.png, ..., each `tile` high, so that nothing is cut off)."""
+        if not full_page:
+            return self._shot(path, None)
+        w, h = self.eval("[document.documentElement.scrollWidth, document.documentElement.scrollHeight]")
+        if h <= tile:
+            return self._shot(path, {"x": 0, "y": 0, "width": w, "height": h, "scale": 1})
+        stem = str(path)[:-4] if str(path).endswith(".png") else str(path)
+        for k, y in enumerate(range(0, h, tile), 1):
+            self._shot(f"{stem}-{k}.png", {"x": 0, "y": y, "width": w, "height": min(tile, h - y), "scale": 1})
+
+    def _shot(self, path, clip):
+        params = {"format": "png", "captureBeyondViewport": clip is not None, **({"clip": clip} if clip else {})}
         data = self.send("Page.captureScreenshot", session=True, **params)["data"]
         with open(path, "wb") as f:
             f.write(base64.b64decode(data))
@@ -142,6 +150,6 @@ IMAGES_JS = """(async () => {
   imgs.forEach(i => { i.loading = 'eager'; });
   await Promise.all(imgs.map(i => i.complete ? null : new Promise(r => {
     i.addEventListener('load', r); i.addEventListener('error', r); setTimeout(r, 5000); })));
-  return imgs.map(i => ({src: (i.getAttribute('src') || '').slice(0, 120), alt: i.alt,
+  return imgs.map(i => ({src: (i.getAttribute('src') || '').slice(0, 120), url: i.currentSrc || i.src, alt: i.alt,
                          ok: i.complete && i.naturalWidth > 0, width: i.naturalWidth}));
 })()"""
