@@ -107,6 +107,7 @@ def main():
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="other TrainConfig settings")
     p.add_argument("--name", default="full_run")
     p.add_argument("--from-run", type=Path, default=None, metavar="DIR", help="report the finished run in DIR; train nothing")
+    p.add_argument("--note", default=None, help="what else to know about the run (e.g. epochs that shared the machine)")
     args = p.parse_args()
     over = parse_set(args.set)
     if args.epochs: over["epochs"] = args.epochs
@@ -127,7 +128,7 @@ def main():
           f"{res['final_val_acc_plain']:.2%}, with flip TTA {res['final_val_acc_flip_tta']:.2%}; wall {res['wall_seconds']} s")
     report = {"benchmark": args.name, "what": "the full training run: seconds per epoch and validation accuracy",
               "data": str(args.data), "train_images": len(train), "val_images": len(val), "device": str(device),
-              "config": asdict(config), **res, "machine": machine(),
+              "config": asdict(config), **res, **({"note": args.note} if args.note else {}), "machine": machine(),
               "versions": {**versions("torch", "torchvision", "albumentations", "numpy"), "cuda": torch.version.cuda}}
     write(args.name, report)
 
