@@ -114,7 +114,6 @@ def train_val_split(split: Split, val_size: int | float | None = None, seed: int
     return split.subset(~val), split.subset(val)
 
 # %% ../nbs/00_data.ipynb #46ba0ac0
-#| code-fold: true
 def _cache_dir(cache_dir: str | os.PathLike | None = None) -> Path:
     return Path(cache_dir or os.environ.get("CIFAR_GRADCAM_CACHE") or Path.home() / ".cache" / "cifar_gradcam")
 
@@ -227,7 +226,6 @@ def _load_image_folder(path: Path, cache_dir=None, use_cache: bool = True) -> tu
     return splits["train"], splits.get("test")
 
 # %% ../nbs/00_data.ipynb #eff96a60
-#| code-fold: true
 SYNTHETIC_CLASSES = ("h-stripes", "v-stripes", "checker", "diagonal", "cross",
                      "ring", "square", "triangle", "dots", "x-shape")
 _PALETTE = np.array([[230, 25, 75], [60, 180, 75], [255, 225, 25], [0, 130, 200], [245, 130, 48],
@@ -273,7 +271,6 @@ def make_synthetic(n_train: int = 5000, n_test: int = 1000, size: int = 32, patc
     return one(n_train), one(n_test)
 
 # %% ../nbs/00_data.ipynb #76074719
-#| code-fold: true
 def _load_torchvision(cache_dir=None) -> tuple[Split, Split]:
     from torchvision.datasets import CIFAR10
     root = _cache_dir(cache_dir) / "torchvision"
