@@ -384,7 +384,8 @@ def show_images(images: Sequence, labels: Sequence[int] | None = None, classes: 
     if n == 0: raise DataError("show_images got no images")
     ncols = min(ncols, n)
     nrows = -(-n // ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(ncols * size, nrows * size * 1.25), squeeze=False)
+    lines = max((str(t).count("\n") for t in titles), default=0) if titles is not None else 0
+    fig, axes = plt.subplots(nrows, ncols, figsize=(ncols * size, nrows * size * (1.25 + 0.2 * lines)), squeeze=False)
     for k, ax in enumerate(axes.flat):
         ax.axis("off")
         if k >= n: continue

@@ -222,6 +222,15 @@ class History:
     def __getitem__(self, i): return self.records[i]
     def column(self, name: str) -> list: return [r[name] for r in self.records]
 
+    def line(self, i: int, epochs: int | None = None) -> str:
+        "Epoch record `i` as the one line `fit` prints after the epoch (`epochs`: the run's length, default `len(self)`)."
+        r = self.records[i]
+        return (f"epoch {r['epoch']:2d}/{epochs or len(self)}  train loss {r['train_loss']:.3f} acc {r['train_acc']:6.1%}  "
+                f"test loss {r['test_loss']:.3f} acc {r['test_acc']:6.1%}  lr {r['lr']:.3g}  {r['seconds']:.1f} s")
+
+    def __str__(self) -> str:
+        return "\n".join(self.line(i) for i in range(len(self)))
+
     @property
     def best(self) -> dict:
         "The record of the epoch with the highest test accuracy."
@@ -333,8 +342,7 @@ def fit(model: nn.Module, train: Split, test: Split, config: TrainConfig | None 
                "seconds": time.perf_counter() - t0, "train_seconds": train_time}
         history.records.append(rec)
         if progress:
-            print(f"epoch {epoch + 1:2d}/{cfg.epochs}  train loss {rec['train_loss']:.3f} acc {rec['train_acc']:6.1%}  "
-                  f"test loss {rec['test_loss']:.3f} acc {rec['test_acc']:6.1%}  lr {rec['lr']:.3g}  {rec['seconds']:.1f} s")
+            print(history.line(-1, cfg.epochs))
         if out is not None:
             state = dict(model=unwrap(model).state_dict(), optimizer=opt.state_dict(), scheduler=sched.state_dict(),
                          scaler=scaler.state_dict(), epoch=epoch + 1, history=history.records, rng=_rng_state(),

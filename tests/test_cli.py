@@ -54,6 +54,16 @@ def test_the_peak_learning_rate_is_the_recipes_unless_asked_for_the_finders(smok
     assert json.loads((tmp_path / "fixed" / "metrics.json").read_text())["config"]["max_lr"] == 0.03
 
 
+def test_set_changes_the_recipe_and_resume_refuses_it(tmp_path):
+    r = cli("train", "--smoke", "--data", "synthetic", "--out", tmp_path, "--max-lr", "0.03", "--stop-after", "1",
+            "--epochs", "2", "--set", "cutout_p=0", "--set", "label_smoothing=0.2")
+    assert r.returncode == 0, r.stderr
+    saved = json.loads((tmp_path / "config.json").read_text())
+    assert (saved["cutout_p"], saved["label_smoothing"], saved["max_lr"]) == (0, 0.2, 0.03)
+    r = cli("train", "--smoke", "--data", "synthetic", "--out", tmp_path, "--resume", "--set", "cutout_p=0.5")
+    assert r.returncode == 2 and "drop --set cutout_p=0.5" in r.stderr, r.stderr
+
+
 def test_evaluate_reproduces_the_runs_accuracy(smoke_run, tmp_path):
     r = cli("evaluate", "--checkpoint", smoke_run / "best.pt", "--data", "synthetic", "--smoke", "--out", tmp_path,
             "--workers", "0")
@@ -121,6 +131,9 @@ def test_stop_after_then_resume(tmp_path):
     (["train", "--data", "cifar100", "--smoke"], "Unknown data source"),
     (["train", "--data", "synthetic", "--smoke", "--max-lr", "-1"], "max_lr=-1.0"),
     (["train", "--data", "synthetic", "--smoke", "--max-lr", "fastest"], "neither a learning rate nor an LR finder rule"),
+    (["train", "--data", "synthetic", "--smoke", "--set", "cutout_p=abc"], "cutout_p takes a number"),
+    (["train", "--data", "synthetic", "--smoke", "--set", "epochs=3"], "use --epochs for epochs"),
+    (["train", "--data", "synthetic", "--smoke", "--set", "dropout=0.1"], "KEY one of base_momentum"),
     (["evaluate", "--checkpoint", "/nowhere.pt", "--data", "synthetic"], "no checkpoint at"),
     (["train", "--data", "synthetic", "--smoke", "--device", "tpu"], "unknown device 'tpu'"),
     (["gradcam", "--checkpoint", "x.pt", "--n", "0"], "must be at least 1"),
