@@ -19,10 +19,9 @@ Writes benchmarks/results/full_run-<gpu or cpu>-<N>cpu.json (--name changes the 
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import time
-from dataclasses import asdict, fields
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
@@ -34,22 +33,8 @@ from cifar_gradcam import loaders as L
 from cifar_gradcam.model import get_device, resnet18
 from cifar_gradcam.evaluate import evaluate
 from cifar_gradcam.checkpoint import data_signature, load_model
+from cifar_gradcam.cli import UsageError, parse_settings
 from cifar_gradcam.train import History, TrainConfig, fit, seed_everything
-
-
-def parse_set(items: list[str]) -> dict:
-    "`key=value` pairs into TrainConfig overrides, each value parsed as JSON (numbers, true/false, null) or kept as text."
-    known = {f.name for f in fields(TrainConfig)}
-    out = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or key not in known:
-            raise SystemExit(f"--set {item!r}: expected key=value with key one of {sorted(known)}")
-        try:
-            out[key] = json.loads(value)
-        except json.JSONDecodeError:
-            out[key] = value
-    return out
 
 
 def _summary(h, train: D.Split, config: TrainConfig) -> dict:
@@ -109,7 +94,10 @@ def main():
     p.add_argument("--from-run", type=Path, default=None, metavar="DIR", help="report the finished run in DIR; train nothing")
     p.add_argument("--note", default=None, help="what else to know about the run (e.g. epochs that shared the machine)")
     args = p.parse_args()
-    over = parse_set(args.set)
+    try:  # the CLI's --set, type-checked the same way; only --epochs, --loader and --compile have options here
+        over = parse_settings(args.set, own={"epochs": "--epochs", "loader": "--loader", "compile": "--compile"})
+    except UsageError as e:
+        raise SystemExit(str(e)) from None
     if args.epochs: over["epochs"] = args.epochs
     if args.loader: over["loader"] = args.loader
     if args.compile: over["compile"] = True

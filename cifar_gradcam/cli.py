@@ -16,7 +16,7 @@ import re
 import sys
 from dataclasses import asdict, fields
 from pathlib import Path
-from typing import Sequence
+from typing import Sequence, get_args
 
 import matplotlib
 import numpy as np
@@ -64,25 +64,27 @@ OWN_OPTIONS = {"epochs": "--epochs", "batch_size": "--batch-size", "max_lr": "--
                "channels_last": "--channels-last"}
 
 
-def parse_settings(items: Sequence[str]) -> dict:
+def parse_settings(items: Sequence[str], own: dict[str, str] = OWN_OPTIONS) -> dict:
     """`KEY=VALUE` items (--set) as TrainConfig overrides; each value read as JSON (numbers, true/false, null) or
-    kept as text. Unknown keys, and keys with an option of their own, are a `UsageError`."""
-    known, out = {f.name for f in fields(TrainConfig)}, {}
+    kept as text, and checked against the field's type (`null` only where the default is None). Unknown keys,
+    and keys in `own` (settings with an option of their own, such as --epochs), are a `UsageError`."""
+    kinds = {f.name: f.type if f.default is None else type(f.default) for f in fields(TrainConfig)}
+    out = {}
     for item in items:
         key, sep, value = item.partition("=")
-        if not sep or key not in known:
-            raise UsageError(f"--set {item!r}: expected KEY=VALUE with KEY one of "
-                             + ", ".join(sorted(known - set(OWN_OPTIONS))))
-        if key in OWN_OPTIONS: raise UsageError(f"--set {item!r}: use {OWN_OPTIONS[key]} for {key}")
+        if not sep or key not in kinds:
+            raise UsageError(f"--set {item!r}: expected KEY=VALUE with KEY one of " + ", ".join(sorted(set(kinds) - set(own))))
+        if key in own: raise UsageError(f"--set {item!r}: use {own[key]} for {key}")
         try:
             v = json.loads(value)
         except json.JSONDecodeError:
             v = value
-        kind = type(getattr(TrainConfig, key))            # the type of the field's default: bool, int, float or str
-        ok = {bool: (bool,), int: (int,), float: (int, float)}.get(kind, (kind,))
-        if not isinstance(v, ok) or (kind is not bool and isinstance(v, bool)):
-            what = {bool: "true or false", int: "a whole number", float: "a number"}.get(kind, "text")
-            raise UsageError(f"--set {item!r}: {key} takes {what}")
+        kind = kinds[key]                                    # bool, int, float or str; `bool | None` etc. where None is the default
+        base = next((t for t in get_args(kind) if t is not type(None)), kind)
+        ok = {bool: (bool,), int: (int,), float: (int, float)}.get(base, (base,)) + ((type(None),) if get_args(kind) else ())
+        if not isinstance(v, ok) or (base is not bool and isinstance(v, bool)):
+            what = {bool: "true or false", int: "a whole number", float: "a number"}.get(base, "text")
+            raise UsageError(f"--set {item!r}: {key} takes {what}" + (" or null" if get_args(kind) else ""))
         out[key] = v
     return out
 

@@ -146,6 +146,24 @@ def test_bad_usage_exits_2_with_one_line(args, message):
     assert len([l for l in r.stderr.splitlines() if "error" in l]) == 1
 
 
+def test_set_values_are_checked_against_each_fields_type():
+    "--set and benchmarks/full_run.py share one parser: JSON values, checked against the field's type."
+    from cifar_gradcam.cli import UsageError, parse_settings
+    assert parse_settings(["cutout_p=0", "label_smoothing=0.2", "nesterov=false"]) == {"cutout_p": 0, "label_smoothing": 0.2, "nesterov": False}
+    # fields whose default is None (amp, channels_last, num_workers) take their type or null, where no option of their own covers them
+    assert parse_settings(["amp=true", "num_workers=null", "batch_size=64"], own={}) == {"amp": True, "num_workers": None, "batch_size": 64}
+    for item, message in (("amp=3", "amp takes true or false or null"), ("num_workers=1.5", "num_workers takes a whole number or null"),
+                          ("cutout_p=true", "cutout_p takes a number"), ("seed=null", "seed takes a whole number")):
+        with pytest.raises(UsageError, match=re.escape(message)):
+            parse_settings([item], own={})
+
+
+def test_full_run_benchmark_refuses_a_bad_setting():
+    r = subprocess.run([sys.executable, "benchmarks/full_run.py", "--data", "synthetic", "--set", "cutout_p=abc"],
+                       capture_output=True, text=True, timeout=120, cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    assert r.returncode == 1 and "cutout_p takes a number" in r.stderr and "Traceback" not in r.stderr, r.stderr
+
+
 def test_an_internal_error_is_not_passed_off_as_a_usage_error(monkeypatch):
     "A bug (here a ValueError from deep inside) keeps its traceback: only the user's errors become one line, exit 2."
     import cifar_gradcam.cli as C
