@@ -37,6 +37,15 @@ from cifar_gradcam.cli import UsageError, parse_settings
 from cifar_gradcam.train import History, TrainConfig, fit, seed_everything
 
 
+def parse_set(items: list[str]) -> dict:
+    """KEY=VALUE items as TrainConfig overrides, parsed and type-checked by the CLI's `parse_settings` (a bad one ends the
+    script with its message); here only --epochs, --loader and --compile have options of their own."""
+    try:
+        return parse_settings(items, own={"epochs": "--epochs", "loader": "--loader", "compile": "--compile"})
+    except UsageError as e:
+        raise SystemExit(str(e)) from None
+
+
 def _summary(h, train: D.Split, config: TrainConfig) -> dict:
     secs = [r["seconds"] for r in h.records]
     train_secs = [r["train_seconds"] for r in h.records]
@@ -89,15 +98,13 @@ def main():
     p.add_argument("--limit", type=int, default=None, help="use at most N training images (a quick check)")
     p.add_argument("--loader", choices=["albumentations", "device"], default=None)
     p.add_argument("--compile", action="store_true")
-    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="other TrainConfig settings")
+    p.add_argument("--set", action="extend", nargs="+", default=[], metavar="KEY=VALUE",
+                   help="other TrainConfig settings (--set a=1 b=2, or --set a=1 --set b=2)")
     p.add_argument("--name", default="full_run")
     p.add_argument("--from-run", type=Path, default=None, metavar="DIR", help="report the finished run in DIR; train nothing")
     p.add_argument("--note", default=None, help="what else to know about the run (e.g. epochs that shared the machine)")
     args = p.parse_args()
-    try:  # the CLI's --set, type-checked the same way; only --epochs, --loader and --compile have options here
-        over = parse_settings(args.set, own={"epochs": "--epochs", "loader": "--loader", "compile": "--compile"})
-    except UsageError as e:
-        raise SystemExit(str(e)) from None
+    over = parse_set(args.set)
     if args.epochs: over["epochs"] = args.epochs
     if args.loader: over["loader"] = args.loader
     if args.compile: over["compile"] = True

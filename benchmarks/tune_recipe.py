@@ -43,7 +43,8 @@ def main():
     p.add_argument("--only", nargs="*", default=None, metavar="KEY=VALUE", help="candidates to run (default: all)")
     p.add_argument("--seeds", nargs="+", type=int, default=[0])
     p.add_argument("--epochs", type=int, default=None, help="default: TrainConfig's (20)")
-    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="change the base recipe too")
+    p.add_argument("--set", action="extend", nargs="+", default=[], metavar="KEY=VALUE",
+                   help="change the base recipe too (--set a=1 b=2, or --set a=1 --set b=2)")
     p.add_argument("--limit", type=int, default=None, help="use at most N training images (a quick check)")
     p.add_argument("--holdout", action="store_true",
                    help="tune on 5,000 images held out of the training split; needed when --data has a test split "

@@ -159,7 +159,8 @@ def test_set_values_are_checked_against_each_fields_type():
 
 
 def test_full_run_benchmark_refuses_a_bad_setting():
-    r = subprocess.run([sys.executable, "benchmarks/full_run.py", "--data", "synthetic", "--set", "cutout_p=abc"],
+    "Every --set counts, not only the last one (the bad setting comes first here)."
+    r = subprocess.run([sys.executable, "benchmarks/full_run.py", "--data", "synthetic", "--set", "cutout_p=abc", "--set", "amp=false"],
                        capture_output=True, text=True, timeout=120, cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     assert r.returncode == 1 and "cutout_p takes a number" in r.stderr and "Traceback" not in r.stderr, r.stderr
 
