@@ -80,11 +80,12 @@ def parse_settings(items: Sequence[str], own: dict[str, str] = OWN_OPTIONS) -> d
         except json.JSONDecodeError:
             v = value
         kind = kinds[key]                                    # bool, int, float or str; `bool | None` etc. where None is the default
+        nullable = type(None) in get_args(kind)
         base = next((t for t in get_args(kind) if t is not type(None)), kind)
-        ok = {bool: (bool,), int: (int,), float: (int, float)}.get(base, (base,)) + ((type(None),) if get_args(kind) else ())
+        ok = {bool: (bool,), int: (int,), float: (int, float)}.get(base, (base,)) + ((type(None),) if nullable else ())
         if not isinstance(v, ok) or (base is not bool and isinstance(v, bool)):
             what = {bool: "true or false", int: "a whole number", float: "a number"}.get(base, "text")
-            raise UsageError(f"--set {item!r}: {key} takes {what}" + (" or null" if get_args(kind) else ""))
+            raise UsageError(f"--set {item!r}: {key} takes {what}" + (" or null" if nullable else ""))
         out[key] = v
     return out
 
