@@ -23,6 +23,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 import torch.nn as nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 with warnings.catch_warnings():  # tqdm's "IProgress not found" when ipywidgets is missing: it falls back to text
     warnings.filterwarnings("ignore", message="IProgress not found")
@@ -72,6 +73,7 @@ class TrainConfig:
     flip_p: float = 0.5
     cutout: int = 16
     cutout_p: float = 0.5
+    ema_decay: float = 0.0           # > 0: score and save an exponential moving average of the weights (`fit`)
     seed: int = 0
     # How the run is carried out, not what it learns: a resume may change these (`RUN_ONLY`).
     amp: bool | None = None          # None: `precision` decides (16-bit on GPUs and AMX / AVX-512 BF16 CPUs)
@@ -86,7 +88,7 @@ class TrainConfig:
                   "max_lr": math.isfinite(self.max_lr) and self.max_lr > 0,
                   "weight_decay": math.isfinite(self.weight_decay) and self.weight_decay >= 0,
                   "label_smoothing": 0 <= self.label_smoothing < 1, "seed": 0 <= self.seed < 2 ** 32,
-                  "pct_start": 0 < self.pct_start < 1,
+                  "pct_start": 0 < self.pct_start < 1, "ema_decay": 0 <= self.ema_decay < 1,
                   "base_momentum": 0 <= self.base_momentum <= self.max_momentum, "max_momentum": self.max_momentum < 1,
                   "loader": self.loader in LOADERS}
         bad = [k for k, ok in checks.items() if not ok]
@@ -97,7 +99,7 @@ class TrainConfig:
         if bad:
             raise ConfigError("invalid training settings: " + ", ".join((f"{k}={getattr(self, k)!r}" if k in checks else k) for k in bad)
                              + " (epochs and batch_size >= 1, a finite max_lr > 0, a finite weight_decay >= 0, 0 <= seed < 2**32, "
-                               f"0 <= label_smoothing < 1, 0 < pct_start < 1, 0 <= base_momentum <= max_momentum < 1, loader in {LOADERS})")
+                               f"0 <= label_smoothing < 1, 0 < pct_start < 1, 0 <= ema_decay < 1, 0 <= base_momentum <= max_momentum < 1, loader in {LOADERS})")
 
     @property
     def augment_spec(self) -> AugSpec:
@@ -263,7 +265,9 @@ def fit(model: nn.Module, train: Split, test: Split, config: TrainConfig | None 
     With `out_dir`, write last.pt / best.pt checkpoints and history.csv/json there after every epoch;
     `resume=True` continues from `out_dir/last.pt`, on the same data only; a folder that already holds a run is refused
     unless `resume` or `overwrite` (see `prepare_out_dir`). `stop_after` ends this call after that many epochs
-    (the schedule still spans `config.epochs`), e.g. to split a run across sessions."""
+    (the schedule still spans `config.epochs`), e.g. to split a run across sessions. With `ema_decay` > 0 an exponential
+    moving average of the weights (BatchNorm statistics included) is updated after every step, and it is what is
+    evaluated, saved as the checkpoints' `model` and left in `model` at the end; SGD's own weights go with it (`train_model`)."""
     cfg = (config or TrainConfig()).replace(**overrides) if overrides else (config or TrainConfig())
     out = Path(out_dir) if out_dir is not None else None
     if resume and out is None: raise ValueError("resume=True needs the out_dir of the run to continue")
@@ -283,6 +287,13 @@ def fit(model: nn.Module, train: Split, test: Split, config: TrainConfig | None 
                          f"pct_start={cfg.pct_start}; use more images, a smaller batch_size or more epochs")
     model = prec.prepare(model)
     net = torch.compile(model) if cfg.compile else model
+    ema = (AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay), use_buffers=True)
+           if cfg.ema_decay else None)
+    scored = net if ema is None else ema.module   # the weights each epoch evaluates and saves as `model`
+
+    def finish():  # with EMA, hand back the weights that were scored
+        if ema is not None: unwrap(model).load_state_dict(ema.module.state_dict())
+        return history
     opt = make_optimizer(model, lr=cfg.max_lr, momentum=cfg.max_momentum, weight_decay=cfg.weight_decay, nesterov=cfg.nesterov)
     sched = torch.optim.lr_scheduler.OneCycleLR(
         opt, max_lr=cfg.max_lr, epochs=cfg.epochs, steps_per_epoch=len(train_dl), pct_start=cfg.pct_start,
@@ -309,9 +320,12 @@ def fit(model: nn.Module, train: Split, test: Split, config: TrainConfig | None 
         history, start = History(list(ckpt["history"])), ckpt["epoch"]
         best_acc = max((r["test_acc"] for r in history.records), default=-1.0)
         _set_rng_state(ckpt["rng"])
+        if ema is not None:  # `model` in last.pt is the average that was scored; SGD continues from `train_model`
+            ema.module.load_state_dict(ckpt["model"]); unwrap(model).load_state_dict(ckpt["train_model"])
+            ema.n_averaged.fill_(ckpt["ema_steps"])
         if progress: print(f"Resuming {out / 'last.pt'} after epoch {start} of {cfg.epochs}")
         if start >= cfg.epochs:
-            return history
+            return finish()
 
     end = cfg.epochs if stop_after is None else min(cfg.epochs, start + stop_after)
     if progress:
@@ -330,13 +344,14 @@ def fit(model: nn.Module, train: Split, test: Split, config: TrainConfig | None 
             x, y = prec.inputs(x), y.to(device, non_blocking=True)
             logits, loss = train_step(net, x, y, criterion, opt, scaler, prec)
             sched.step()
+            if ema is not None: ema.update_parameters(model)
             tot_loss += loss.detach() * len(y); tot_correct += (logits.argmax(1) == y).sum(); seen += len(y)
             if step % log_every == 0 or step == len(train_dl):
                 lr = opt.param_groups[0]["lr"]
                 _check_finite(tot_loss, epoch + 1, step, lr, out)
                 bar.set_postfix(loss=f"{tot_loss.item() / seen:.3f}", acc=f"{tot_correct.item() / seen:.1%}", lr=f"{lr:.3g}")
         train_time = time.perf_counter() - t0
-        ev = evaluate(net, test_dl, test.classes, device=device, tta=cfg.tta, amp=cfg.amp, channels_last=prec.channels_last)
+        ev = evaluate(scored, test_dl, test.classes, device=device, tta=cfg.tta, amp=cfg.amp, channels_last=prec.channels_last)
         rec = {"epoch": epoch + 1, "train_loss": tot_loss.item() / seen, "train_acc": tot_correct.item() / seen,
                "test_loss": ev["loss"], "test_acc": ev["acc"], "lr": opt.param_groups[0]["lr"],
                "seconds": time.perf_counter() - t0, "train_seconds": train_time}
@@ -344,10 +359,11 @@ def fit(model: nn.Module, train: Split, test: Split, config: TrainConfig | None 
         if progress:
             print(history.line(-1, cfg.epochs))
         if out is not None:
-            state = dict(model=unwrap(model).state_dict(), optimizer=opt.state_dict(), scheduler=sched.state_dict(),
+            state = dict(model=unwrap(scored).state_dict(), optimizer=opt.state_dict(), scheduler=sched.state_dict(),
                          scaler=scaler.state_dict(), epoch=epoch + 1, history=history.records, rng=_rng_state(),
                          config=asdict(cfg), arch=arch_name(model), num_classes=len(train.classes),
                          classes=list(train.classes), per_class=ev["per_class"], data=data_signature(train, test))
+            if ema is not None: state.update(train_model=unwrap(model).state_dict(), ema_steps=int(ema.n_averaged))
             if rec["test_acc"] > best_acc:   # best.pt first: a kill in between leaves it ahead of last.pt, never behind
                 save_checkpoint(out / "best.pt", **state)
             save_checkpoint(out / "last.pt", **state)
@@ -355,7 +371,7 @@ def fit(model: nn.Module, train: Split, test: Split, config: TrainConfig | None 
             (out / "config.json").write_text(json.dumps(asdict(cfg), indent=1) + "\n")
         best_acc = max(best_acc, rec["test_acc"])
         if on_epoch_end is not None: on_epoch_end(rec)
-    return history
+    return finish()
 
 # %% ../nbs/08_training.ipynb #1dce3604
 def plot_history(history: History, title: str | None = None):

@@ -66,10 +66,11 @@ def test_learns_real_cifar10_in_float32_and_in_bfloat16_alike(monkeypatch, tmp_p
     assert abs(acc[True] - acc[False]) < 0.06, acc  # 500 images: one standard error is about 0.02
 
 
-@pytest.mark.parametrize("loader", T.LOADERS)
-def test_resume_matches_a_run_that_never_stopped(synthetic, tmp_path, loader):
+@pytest.mark.parametrize("loader,ema_decay", [(loader, 0.0) for loader in T.LOADERS] + [("albumentations", 0.9)])
+def test_resume_matches_a_run_that_never_stopped(synthetic, tmp_path, loader, ema_decay):
+    "Also with EMA: the average and SGD's own weights both carry across the stop."
     train, test = synthetic[0].limit(192), synthetic[1].limit(64)
-    cfg = T.TrainConfig(epochs=2, batch_size=32, max_lr=0.05, num_workers=0, loader=loader)
+    cfg = T.TrainConfig(epochs=2, batch_size=32, max_lr=0.05, num_workers=0, loader=loader, ema_decay=ema_decay)
     T.seed_everything(0); a = resnet18()
     ha = T.fit(a, train, test, cfg, out_dir=tmp_path / "a", progress=False)
     T.seed_everything(0); b = resnet18()
@@ -80,6 +81,10 @@ def test_resume_matches_a_run_that_never_stopped(synthetic, tmp_path, loader):
     for (k, va), vb in zip(a.state_dict().items(), b.state_dict().values()):
         torch.testing.assert_close(va, vb, atol=1e-5, rtol=1e-4, msg=k)
     assert len(hb) == 2 and hb[1]["test_acc"] == pytest.approx(ha[1]["test_acc"], abs=1e-6)
+    if ema_decay:
+        sgd_a, sgd_b = (CK.load_checkpoint(tmp_path / r / "last.pt")["train_model"] for r in "ab")
+        for k, va in sgd_a.items():
+            torch.testing.assert_close(va, sgd_b[k], atol=1e-5, rtol=1e-4, msg=k)
 
 
 def test_resume_refuses_another_recipe(synthetic, tmp_path):
@@ -99,9 +104,28 @@ def test_resume_refuses_a_change_in_every_recipe_setting(synthetic, tmp_path):
     T.fit(resnet18(), train, test, cfg, out_dir=tmp_path, stop_after=1, progress=False)
     for name in T.TrainConfig.recipe_fields():
         v = getattr(cfg, name)
-        other = (not v) if isinstance(v, bool) else v + 1 if isinstance(v, int) else v * 0.9
+        other = (not v) if isinstance(v, bool) else v + 1 if isinstance(v, int) else (v * 0.9 or 0.5)
         with pytest.raises(CK.CheckpointError, match=f"recipe differs.*{name}"):
             T.fit(resnet18(), train, test, cfg.replace(**{name: other}), out_dir=tmp_path, resume=True, progress=False)
+
+
+def test_ema_is_what_is_scored_saved_and_returned(synthetic, tmp_path):
+    """With ema_decay the moving average, not SGD's last weights, is evaluated every epoch, saved as the checkpoints'
+    `model` (SGD's weights beside it as `train_model`) and left in `model`; and it learns like the plain run."""
+    train, test = synthetic[0].limit(640), synthetic[1]
+    T.seed_everything(0); model = resnet18()
+    # 40 steps in all: a decay of 0.9 (about the last 10 steps) lags the fast-moving weights, 0.455 against 0.57 without EMA
+    h = T.fit(model, train, test, epochs=2, batch_size=32, max_lr=0.05, ema_decay=0.5, amp=False, channels_last=False,
+              num_workers=0, out_dir=tmp_path, progress=False)
+    assert h[-1]["test_acc"] > 0.4, h.records  # chance is 0.1
+    ck = CK.load_checkpoint(tmp_path / "last.pt")
+    assert ck["ema_steps"] == 2 * 20  # one update per step: 20 batches of 32 an epoch
+    differ = [k for k, v in ck["model"].items() if v.is_floating_point() and not torch.allclose(v, ck["train_model"][k])]
+    assert "fc.weight" in differ and any(k.endswith("running_mean") for k in differ)  # weights and BatchNorm statistics
+    for k, v in model.state_dict().items():
+        torch.testing.assert_close(v, ck["model"][k], msg=k)
+    again = E.evaluate(model, L.eval_loader(test, 64, num_workers=0), test.classes, device="cpu", amp=False)
+    assert again["acc"] == pytest.approx(h[-1]["test_acc"], abs=1e-6)
 
 
 def test_momentum_settings_are_what_the_optimiser_uses(synthetic, tmp_path):
@@ -218,3 +242,5 @@ def test_config_validation():
         T.TrainConfig().replace(lr=0.1)
     with pytest.raises(ValueError, match="loader='gpu'"):
         T.TrainConfig(loader="gpu")
+    with pytest.raises(ValueError, match="ema_decay=1"):
+        T.TrainConfig(ema_decay=1)
