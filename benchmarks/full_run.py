@@ -12,7 +12,8 @@ the final and best accuracy.
 
 `--from-run DIR` trains nothing: it reports the run that `cifar-gradcam run --out DIR` made (its history.json,
 config.json and last.pt, the final model), evaluating the final model again without and with flip TTA on the
-validation split of --data, which must be the run's data (checked against its checkpoint).
+validation split of --data, which must be the run's data (checked against its checkpoint). With `--weights train_model`
+it scores SGD's own weights of a run made with `--set ema_decay=...` instead of the average (the same run without EMA).
 
 Writes benchmarks/results/full_run-<gpu or cpu>-<N>cpu.json (--name changes the first part).
 """
@@ -32,7 +33,7 @@ from cifar_gradcam import device_loader as DL
 from cifar_gradcam import loaders as L
 from cifar_gradcam.model import get_device, resnet18
 from cifar_gradcam.evaluate import evaluate
-from cifar_gradcam.checkpoint import data_signature, load_model
+from cifar_gradcam.checkpoint import data_signature, load_model, load_weights
 from cifar_gradcam.cli import UsageError, parse_settings
 from cifar_gradcam.train import History, TrainConfig, fit, seed_everything
 
@@ -73,20 +74,31 @@ def run(train: D.Split, val: D.Split, config: TrainConfig, device: torch.device,
     return out
 
 
-def from_run(folder: Path, train: D.Split, val: D.Split, device: torch.device) -> tuple[TrainConfig, dict]:
-    "The figures of a finished run in `folder` (a `cifar-gradcam run --out` folder), as `run` reports them."
+def from_run(folder: Path, train: D.Split, val: D.Split, device: torch.device,
+             weights: str = "model") -> tuple[TrainConfig, dict]:
+    """The figures of a finished run in `folder` (a `cifar-gradcam run --out` folder), as `run` reports them.
+    `weights="train_model"` scores SGD's own weights of a run with `ema_decay` instead of the average: the run without
+    EMA, since the average never feeds back into training. Its per-epoch history stays the average's (the only one
+    recorded), so its final figures are the re-evaluated ones and it has no best epoch."""
     model, ckpt = load_model(folder / "last.pt", device)
     if ckpt.get("data") and ckpt["data"] != data_signature(train, val):
         raise SystemExit(f"{folder} was trained on other data than --data: give the run's data")
     config = TrainConfig.from_saved(ckpt["config"])
     h = History(list(ckpt["history"]))
     if len(h) < config.epochs: raise SystemExit(f"{folder} stopped after epoch {len(h)} of {config.epochs}: finish it with --resume")
+    if weights == "train_model":
+        if "train_model" not in ckpt:
+            raise SystemExit(f"{folder} was trained without ema_decay: its model is SGD's weights; drop --weights train_model")
+        load_weights(model, {**ckpt, "model": ckpt["train_model"]}, folder / "last.pt")
     loader = L.eval_loader(val, 1024, num_workers=0)
     out = {"history": h.records, "wall_seconds": round(sum(r["seconds"] for r in h.records), 2), **_summary(h, train, config),
            "final_val_acc_plain": evaluate(model, loader, device=device, amp=config.amp, channels_last=config.channels_last)["acc"],
            "final_val_acc_flip_tta": evaluate(model, loader, device=device, tta=True, amp=config.amp,
                                               channels_last=config.channels_last)["acc"],
-           "run_folder": str(folder)}
+           "run_folder": str(folder), "weights": weights}
+    if weights == "train_model":
+        out.update(final_val_acc=out["final_val_acc_plain"], best_val_acc=None, best_epoch=None,
+                   history_scores="test_acc per epoch is the EMA average's, not these weights'")
     return config, out
 
 
@@ -102,6 +114,8 @@ def main():
                    help="other TrainConfig settings (--set a=1 b=2, or --set a=1 --set b=2)")
     p.add_argument("--name", default="full_run")
     p.add_argument("--from-run", type=Path, default=None, metavar="DIR", help="report the finished run in DIR; train nothing")
+    p.add_argument("--weights", choices=["model", "train_model"], default="model",
+                   help="with --from-run and ema_decay: score the average (model, default) or SGD's own weights (train_model)")
     p.add_argument("--note", default=None, help="what else to know about the run (e.g. epochs that shared the machine)")
     args = p.parse_args()
     over = parse_set(args.set)
@@ -113,8 +127,9 @@ def main():
     if args.data == "synthetic": train, val = D.make_synthetic(n_train=args.limit or 5000, n_test=1000, seed=0)
     else: train, val = D.load_cifar10(args.data)
     train = train.limit(args.limit)
+    if args.weights != "model" and args.from_run is None: raise SystemExit("--weights scores a finished run: give --from-run DIR")
     if args.from_run is not None:
-        config, res = from_run(args.from_run, train, val, device)
+        config, res = from_run(args.from_run, train, val, device, args.weights)
     else:
         print(f"{device}: {len(train)} training / {len(val)} validation images; {config}")
         res = run(train, val, config, device)

@@ -244,3 +244,25 @@ def test_config_validation():
         T.TrainConfig(loader="gpu")
     with pytest.raises(ValueError, match="ema_decay=1"):
         T.TrainConfig(ema_decay=1)
+
+
+def test_ema_never_feeds_back_and_full_run_scores_either_weights(synthetic, tmp_path, monkeypatch):
+    """The moving average only watches: a run with ema_decay trains SGD's weights exactly as the run without it, so its
+    `train_model` is the plain run's model and one run gives both results. `benchmarks/full_run.py --from-run --weights
+    train_model` scores those weights; on a run without EMA it says what to do instead."""
+    train, test = synthetic[0].limit(320), synthetic[1]
+    kw = dict(epochs=2, batch_size=32, max_lr=0.05, amp=False, channels_last=False, num_workers=0, progress=False)
+    T.seed_everything(0); T.fit(resnet18(), train, test, out_dir=tmp_path / "plain", **kw)
+    T.seed_everything(0); T.fit(resnet18(), train, test, out_dir=tmp_path / "ema", ema_decay=0.5, **kw)
+    plain, ema = (CK.load_checkpoint(tmp_path / d / "last.pt") for d in ("plain", "ema"))
+    for k, v in plain["model"].items():
+        torch.testing.assert_close(ema["train_model"][k], v, rtol=0, atol=0, msg=k)
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    import full_run
+    _, sgd = full_run.from_run(tmp_path / "ema", train, test, torch.device("cpu"), weights="train_model")
+    _, avg = full_run.from_run(tmp_path / "ema", train, test, torch.device("cpu"))
+    assert sgd["final_val_acc_plain"] == pytest.approx(plain["history"][-1]["test_acc"], abs=1e-6)
+    assert avg["final_val_acc_plain"] == pytest.approx(ema["history"][-1]["test_acc"], abs=1e-6)
+    assert sgd["best_val_acc"] is None and sgd["weights"] == "train_model"
+    with pytest.raises(SystemExit, match="trained without ema_decay"):
+        full_run.from_run(tmp_path / "plain", train, test, torch.device("cpu"), weights="train_model")
