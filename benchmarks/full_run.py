@@ -118,6 +118,7 @@ def main():
                    help="with --from-run and ema_decay: score the average (model, default) or SGD's own weights (train_model)")
     p.add_argument("--note", default=None, help="what else to know about the run (e.g. epochs that shared the machine)")
     args = p.parse_args()
+    if args.weights != "model" and args.from_run is None: raise SystemExit("--weights scores a finished run: give --from-run DIR")
     over = parse_set(args.set)
     if args.epochs: over["epochs"] = args.epochs
     if args.loader: over["loader"] = args.loader
@@ -127,7 +128,6 @@ def main():
     if args.data == "synthetic": train, val = D.make_synthetic(n_train=args.limit or 5000, n_test=1000, seed=0)
     else: train, val = D.load_cifar10(args.data)
     train = train.limit(args.limit)
-    if args.weights != "model" and args.from_run is None: raise SystemExit("--weights scores a finished run: give --from-run DIR")
     if args.from_run is not None:
         config, res = from_run(args.from_run, train, val, device, args.weights)
     else:
