@@ -250,3 +250,19 @@ def test_bad_split_and_loader_arguments():
         D.Split(np.zeros((2, 32, 32, 3), np.float32), np.zeros(2), ("a",))
     with pytest.raises(D.DataError, match="labels must lie"):
         D.Split(np.zeros((2, 32, 32, 3), np.uint8), np.array([0, 3]), ("a", "b"))
+
+
+def test_jpeg_cost_reencodes_as_the_copy_was_made(synthetic, monkeypatch):
+    """benchmarks/jpeg_cost.py re-encodes images as the JPEG copy of CIFAR-10 was made (4:2:0 chroma): labels and classes
+    kept, images changed, and more damage (lower PSNR) at a lower quality; a quality PIL cannot write is refused."""
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    import jpeg_cost
+    split = synthetic[0].limit(50)
+    hi, lo = jpeg_cost.reencode(split, 90), jpeg_cost.reencode(split, 10)
+    for s in (hi, lo):
+        assert s.x.shape == split.x.shape and s.x.dtype == np.uint8
+        assert (s.y == split.y).all() and s.classes == split.classes
+    p_hi, p_lo = jpeg_cost.psnr(split.x, hi.x), jpeg_cost.psnr(split.x, lo.x)
+    assert np.isfinite(p_hi) and p_hi > p_lo + 5, (p_hi, p_lo)
+    assert jpeg_cost.psnr(split.x, split.x) == float("inf")
+    with pytest.raises(ValueError, match="quality"): jpeg_cost.reencode(split, 0)
