@@ -19,7 +19,6 @@ import io
 from dataclasses import asdict
 
 import numpy as np
-import torch
 from PIL import Image
 
 from _report import machine, versions, write
@@ -29,9 +28,15 @@ from cifar_gradcam.train import TrainConfig
 from full_run import parse_set, run
 
 
+def jpeg_quality(q: int) -> int:
+    "`q` if it is a JPEG quality PIL can write (1-95), else a ValueError that says so."
+    if not 1 <= q <= 95: raise ValueError(f"JPEG quality must be 1-95 (PIL's range); got {q}")
+    return q
+
+
 def reencode(split: D.Split, quality: int) -> D.Split:
     "`split` with every image saved as a JPEG at `quality` (1-95) with 4:2:0 chroma subsampling and decoded again."
-    if not 1 <= quality <= 95: raise ValueError(f"quality must be 1-95 (PIL's JPEG range); got {quality}")
+    quality = jpeg_quality(quality)
     out = np.empty_like(split.x)
     for i, img in enumerate(split.x):
         buf = io.BytesIO()
@@ -53,12 +58,15 @@ def main():
     p.add_argument("--device", default=None)
     p.add_argument("--limit", type=int, default=20000, help="training images (default 20,000)")
     p.add_argument("--epochs", type=int, default=8)
-    p.add_argument("--quality", type=int, nargs="+", default=[50], help="JPEG qualities to re-encode at (default 50)")
+    p.add_argument("--quality", type=int, nargs="+", default=[50], metavar="Q",
+                   help="JPEG qualities to re-encode at, 1-95 (default 50)")
     p.add_argument("--set", action="extend", nargs="+", default=[], metavar="KEY=VALUE", help="other TrainConfig settings")
     p.add_argument("--name", default="jpeg_cost")
     args = p.parse_args()
-    for q in args.quality:
-        if not 1 <= q <= 95: raise SystemExit(f"--quality {q}: give JPEG qualities from 1 to 95")
+    try:
+        for q in args.quality: jpeg_quality(q)   # before an hour of training, not after the first run
+    except ValueError as e:
+        p.error(f"--quality: {e}")
     config = TrainConfig(**{**parse_set(args.set), "epochs": args.epochs})
     device = get_device(args.device, verbose=False)
     if args.data == "synthetic": train, val = D.make_synthetic(n_train=args.limit, n_test=1000, seed=0)
