@@ -4,7 +4,8 @@ Trains a fresh ResNet-18 with `TrainConfig()` (20 epochs; change single settings
 training split of the real CIFAR-10 set and evaluates on the 5,000-image validation split after every
 epoch, then once more with flip TTA. Reports seconds per epoch (all of them, and the median of epochs
 2.., since the first pays for cudnn's autotuning and any compiling), training images/s, wall time, and
-the final and best accuracy.
+the final and best accuracy, and which validation images the final model got right (packed bits, for the paired
+test of `compare_runs.py`).
 
     python benchmarks/full_run.py --data ../shared/data/cifar10-jpeg-train.tar.gz --loader device --compile
     python benchmarks/full_run.py --data synthetic --epochs 2 --limit 640 --set batch_size=32   # a CPU check
@@ -25,6 +26,7 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from _report import machine, versions, write
@@ -32,7 +34,7 @@ from cifar_gradcam import data as D
 from cifar_gradcam import device_loader as DL
 from cifar_gradcam import loaders as L
 from cifar_gradcam.model import get_device, resnet18
-from cifar_gradcam.evaluate import evaluate
+from cifar_gradcam.evaluate import Predictions, predict
 from cifar_gradcam.checkpoint import data_signature, load_model, load_weights
 from cifar_gradcam.cli import UsageError, parse_settings
 from cifar_gradcam.train import History, TrainConfig, fit, seed_everything
@@ -55,7 +57,29 @@ def _summary(h, train: D.Split, config: TrainConfig) -> dict:
     return {"seconds_per_epoch": [round(s, 3) for s in secs],
             "median_seconds_per_epoch_after_first": round(statistics.median(steady), 3),
             "median_train_images_per_s_after_first": round(trained / statistics.median(train_secs[1:] or train_secs), 1),
-            "final_val_acc": h[-1]["test_acc"], "best_val_acc": h.best["test_acc"], "best_epoch": h.best["epoch"]}
+            "final_val_acc": h[-1]["val_acc"], "best_val_acc": h.best["val_acc"], "best_epoch": h.best["epoch"]}
+
+
+def pack_correct(P: Predictions) -> str:
+    "Which images `P` got right, as hex of packed bits (image i is bit i): 1,250 characters for 5,000 images."
+    return np.packbits(P.preds == P.labels).tobytes().hex()
+
+
+def unpack_correct(hex_bits: str, n: int) -> np.ndarray:
+    "The boolean array `pack_correct` packed, for `n` images."
+    return np.unpackbits(np.frombuffer(bytes.fromhex(hex_bits), np.uint8))[:n].astype(bool)
+
+
+def final_scores(model, val: D.Split, device: torch.device, config: TrainConfig) -> dict:
+    """The final model on the validation split without and with flip TTA: accuracies, and the images it got right
+    with a digest of the split, so that two runs can be compared image by image (`compare_runs.py`)."""
+    if device.type == "cuda": loader = DL.DeviceLoader(val, 1024, device=device, augment=False, channels_last=True)
+    else: loader = L.eval_loader(val, 1024, num_workers=0)
+    kw = dict(device=device, amp=config.amp, channels_last=config.channels_last)
+    plain, flipped = (predict(model, loader, val.classes, tta=t, **kw) for t in (False, True))
+    return {"final_val_acc_plain": plain.accuracy, "final_val_acc_flip_tta": flipped.accuracy,
+            "val_correct": {"plain": pack_correct(plain), "flip_tta": pack_correct(flipped),
+                            "val_sha1": data_signature(val, val)["sha1"]}}
 
 
 def run(train: D.Split, val: D.Split, config: TrainConfig, device: torch.device, progress: bool = True) -> dict:
@@ -65,13 +89,8 @@ def run(train: D.Split, val: D.Split, config: TrainConfig, device: torch.device,
     t0 = time.perf_counter()
     h = fit(model, train, val, config, device=device, progress=progress)
     wall = time.perf_counter() - t0
-    out = {"history": h.records, "wall_seconds": round(wall, 2), **_summary(h, train, config)}
-    if device.type == "cuda": loader = DL.DeviceLoader(val, 1024, device=device, augment=False, channels_last=True)
-    else: loader = L.eval_loader(val, 1024, num_workers=config.num_workers)
-    other = evaluate(model, loader, device=device, tta=not config.tta)["acc"]  # the last epoch scored one of the two
-    last = h[-1]["test_acc"]
-    out["final_val_acc_plain"], out["final_val_acc_flip_tta"] = (other, last) if config.tta else (last, other)
-    return out
+    return {"history": h.records, "wall_seconds": round(wall, 2), **_summary(h, train, config),
+            **final_scores(model, val, device, config)}
 
 
 def from_run(folder: Path, train: D.Split, val: D.Split, device: torch.device,
@@ -90,15 +109,11 @@ def from_run(folder: Path, train: D.Split, val: D.Split, device: torch.device,
         if "train_model" not in ckpt:
             raise SystemExit(f"{folder} was trained without ema_decay: its model is SGD's weights; drop --weights train_model")
         load_weights(model, {**ckpt, "model": ckpt["train_model"]}, folder / "last.pt")
-    loader = L.eval_loader(val, 1024, num_workers=0)
     out = {"history": h.records, "wall_seconds": round(sum(r["seconds"] for r in h.records), 2), **_summary(h, train, config),
-           "final_val_acc_plain": evaluate(model, loader, device=device, amp=config.amp, channels_last=config.channels_last)["acc"],
-           "final_val_acc_flip_tta": evaluate(model, loader, device=device, tta=True, amp=config.amp,
-                                              channels_last=config.channels_last)["acc"],
-           "run_folder": str(folder), "weights": weights}
+           **final_scores(model, val, device, config), "run_folder": str(folder), "weights": weights}
     if weights == "train_model":
         out.update(final_val_acc=out["final_val_acc_plain"], best_val_acc=None, best_epoch=None,
-                   history_scores="test_acc per epoch is the EMA average's, not these weights'")
+                   history_scores="val_acc per epoch is the EMA average's, not these weights'")
     return config, out
 
 
@@ -125,8 +140,8 @@ def main():
     if args.compile: over["compile"] = True
     config = TrainConfig(**over)
     device = get_device(args.device, verbose=False)
-    if args.data == "synthetic": train, val = D.make_synthetic(n_train=args.limit or 5000, n_test=1000, seed=0)
-    else: train, val = D.load_cifar10(args.data)
+    # the validation split held out of the training images; a test split, if the source has one, is not touched here
+    train, val, _ = D.load_cifar10(args.data)
     train = train.limit(args.limit)
     if args.from_run is not None:
         config, res = from_run(args.from_run, train, val, device, args.weights)

@@ -70,7 +70,7 @@ def main():
     config = TrainConfig(**{**parse_set(args.set), "epochs": args.epochs})
     device = get_device(args.device, verbose=False)
     if args.data == "synthetic": train, val = D.make_synthetic(n_train=args.limit, n_test=1000, seed=0)
-    else: train, val = D.load_cifar10(args.data)
+    else: train, val, _ = D.load_cifar10(args.data)
     train = train.limit(args.limit)
     runs = []
     for q in [None, *args.quality]:
@@ -80,7 +80,7 @@ def main():
         res = run(tr, va, config, device)
         runs.append({"quality": q, "psnr_db_vs_given": None if q is None else round(psnr(train.x, tr.x), 2),
                      "final_val_acc": res["final_val_acc_plain"], "final_val_acc_flip_tta": res["final_val_acc_flip_tta"],
-                     "val_acc_per_epoch": [r["test_acc"] for r in res["history"]],
+                     "val_acc_per_epoch": [r["val_acc"] for r in res["history"]],
                      "train_acc_last_epoch": res["history"][-1]["train_acc"],
                      "median_seconds_per_epoch_after_first": res["median_seconds_per_epoch_after_first"]})
         print(f"{what}: final val acc {runs[-1]['final_val_acc']:.2%}"

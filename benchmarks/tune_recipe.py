@@ -56,7 +56,7 @@ def main():
     device = get_device(args.device, verbose=False)
     if args.data == "torchvision" and not args.holdout:
         raise SystemExit("--data torchvision brings the real test set: add --holdout to tune on a validation split")
-    train, val = D.load_cifar10(args.data)
+    train, val, _ = D.load_cifar10(args.data)
     if args.holdout: train, val = D.train_val_split(train, 5000 if len(train) > 10_000 else None)  # else 10%
     print(f"tuning on {len(val)} validation images, training on {len(train)}")
     train = train.limit(args.limit)

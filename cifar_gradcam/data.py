@@ -4,7 +4,7 @@
 
 # %% auto #0
 __all__ = ['SMOKE_SIZES', 'CIFAR10_CLASSES', 'CIFAR10_MEAN', 'CIFAR10_STD', 'IMAGE_EXTENSIONS', 'SOURCES', 'SYNTHETIC_CLASSES',
-           'IMAGE_SIZE', 'smoke_mode', 'DataError', 'Split', 'train_val_split', 'make_synthetic', 'to_size',
+           'IMAGE_SIZE', 'smoke_mode', 'DataError', 'Split', 'train_val_split', 'make_synthetic', 'to_size', 'Splits',
            'load_cifar10', 'smoke_sized', 'show_error', 'channel_stats', 'denormalize', 'to_display', 'show_images',
            'show_samples', 'show_per_class', 'show_channels']
 
@@ -15,7 +15,7 @@ import os
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
+from typing import Callable, Iterable, NamedTuple, Sequence
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -24,7 +24,7 @@ from PIL import Image, UnidentifiedImageError
 
 # %% ../nbs/00_data.ipynb #64c37900
 #: The sizes of a smoke run (`CIFAR_GRADCAM_SMOKE=1`, or `cifar-gradcam --smoke`), shared by the lessons and the CLI.
-SMOKE_SIZES = dict(train=256, test=128, epochs=1, batch_size=32, lr_iters=10)
+SMOKE_SIZES = dict(train=256, val=128, test=128, epochs=1, batch_size=32, lr_iters=10)
 
 
 def smoke_mode() -> bool:
@@ -300,20 +300,33 @@ def to_size(split: Split, size: int = IMAGE_SIZE, where: str = "the data") -> Sp
     return Split(x, split.y, split.classes, masks)
 
 
+class Splits(NamedTuple):
+    "The three roles of a data set: learn from `train`, choose on `val`, report `test` once at the end."
+    train: Split          # what the model learns from
+    val: Split            # held out of the training images: picks best.pt, draws the curves, ranks recipes
+    test: Split | None    # the source's own test split, scored once at the end; None when the source has none
+
+
 def load_cifar10(source: str | os.PathLike | None = None, *, val_size: int | float | None = None,
                  cache_dir: str | os.PathLike | None = None, seed: int = 0,
-                 use_cache: bool = True) -> tuple[Split, Split]:
-    """Load (train, test) from `source`: "torchvision" (download; the default), "synthetic", or the
-    path of an ImageFolder folder or .tar.gz. `None` reads `CIFAR_GRADCAM_DATA`.
-    A folder without test/ gets a fixed stratified validation split of `val_size` training images
-    (default 10%: 5,000 for CIFAR-10)."""
+                 use_cache: bool = True) -> Splits:
+    """Load `Splits(train, val, test)` from `source`: "torchvision" (download; the default), "synthetic", or the
+    path of an ImageFolder folder or .tar.gz. `None` reads `CIFAR_GRADCAM_DATA`. For every source, `val` is a
+    fixed, stratified split of `val_size` training images (default 10%: 5,000 of CIFAR-10's 50,000, drawn with
+    `seed`); `test` is the source's test split (torchvision's, a folder's test/, synthetic's), or None."""
     source = source if source is not None else os.environ.get("CIFAR_GRADCAM_DATA") or "torchvision"
     name = str(source).strip()
     if not name:
         raise DataError("the data source is blank (an empty --data, or CIFAR_GRADCAM_DATA set to spaces): give "
                         f"one of {SOURCES}, or the path of an ImageFolder folder or .tar.gz")
-    if name == "torchvision": return _load_torchvision(cache_dir)
-    if name == "synthetic": return make_synthetic(seed=seed)
+    if name == "torchvision": full, test = _load_torchvision(cache_dir)
+    elif name == "synthetic": full, test = make_synthetic(seed=seed)
+    else: full, test = _load_path(name, cache_dir, use_cache)
+    return Splits(*train_val_split(full, val_size, seed=seed), test)
+
+
+def _load_path(name: str, cache_dir, use_cache: bool) -> tuple[Split, Split | None]:
+    "The (train, test or None) splits of an ImageFolder folder or .tar.gz at `name`, at `IMAGE_SIZE`."
     path = Path(name).expanduser()
     if not path.exists():
         if any(s in name for s in ("/", "\\", ".")):
@@ -321,18 +334,15 @@ def load_cifar10(source: str | os.PathLike | None = None, *, val_size: int | flo
                             f"or one of {SOURCES}")
         raise DataError(f"Unknown data source {name!r}: use one of {SOURCES}, or the path of an "
                         "ImageFolder folder or .tar.gz")
-    train, test = (to_size(s, IMAGE_SIZE, where=str(path)) if s is not None else None
-                   for s in _load_image_folder(path, cache_dir, use_cache))
-    if test is None:
-        train, test = train_val_split(train, val_size, seed=seed)
-    return train, test
+    return tuple(to_size(s, IMAGE_SIZE, where=str(path)) if s is not None else None
+                 for s in _load_image_folder(path, cache_dir, use_cache))
 
 # %% ../nbs/00_data.ipynb #afd021a1
-def smoke_sized(train: Split, test: Split, smoke: bool | None = None) -> tuple[Split, Split]:
-    """In smoke mode (`smoke`, default `smoke_mode()`), stratified random parts of `train` and `test` of
-    `SMOKE_SIZES`' sizes; otherwise both unchanged."""
-    if not (smoke_mode() if smoke is None else smoke): return train, test
-    return train.limit(SMOKE_SIZES["train"]), test.limit(SMOKE_SIZES["test"])
+def smoke_sized(splits: Splits, smoke: bool | None = None) -> Splits:
+    """In smoke mode (`smoke`, default `smoke_mode()`), stratified random parts of each split of `SMOKE_SIZES`'
+    sizes; otherwise `splits` unchanged."""
+    if not (smoke_mode() if smoke is None else smoke): return splits
+    return Splits(*(s.limit(SMOKE_SIZES[role]) if s is not None else None for role, s in zip(Splits._fields, splits)))
 
 # %% ../nbs/00_data.ipynb #ca2617cc
 def show_error(f, contains: str = "", exc: type[BaseException] = Exception) -> None:

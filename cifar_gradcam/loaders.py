@@ -207,13 +207,13 @@ def train_loader(train: Split, batch_size: int = 512, *, seed: int = 0, num_work
                       worker_init_fn=_seed_worker, **extra)
 
 
-def make_loaders(train: Split, test: Split, batch_size: int = 512, *, seed: int = 0,
+def make_loaders(train: Split, val: Split, batch_size: int = 512, *, seed: int = 0,
                  num_workers: int | None = None, augment: A.Compose | None = None,
                  mean: Sequence[float] = CIFAR10_MEAN, std: Sequence[float] = CIFAR10_STD,
-                 pin_memory: bool | None = None, test_batch_size: int | None = None) -> tuple[DataLoader, DataLoader]:
-    """Training and test `DataLoader`s: `train_loader` (shuffled, augmented, seeded) and `eval_loader`
-    (in order, only normalised; batches of `test_batch_size`, default twice `batch_size`)."""
+                 pin_memory: bool | None = None, val_batch_size: int | None = None) -> tuple[DataLoader, DataLoader]:
+    """Training and validation `DataLoader`s: `train_loader` (shuffled, augmented, seeded) and `eval_loader`
+    (in order, only normalised; batches of `val_batch_size`, default twice `batch_size`)."""
     train_dl = train_loader(train, batch_size, seed=seed, num_workers=num_workers, augment=augment, mean=mean,
                             std=std, pin_memory=pin_memory)
-    test_dl = eval_loader(test, test_batch_size or 2 * batch_size, num_workers, mean, std, pin_memory)
-    return train_dl, test_dl
+    val_dl = eval_loader(val, val_batch_size or 2 * batch_size, num_workers, mean, std, pin_memory)
+    return train_dl, val_dl

@@ -11,7 +11,7 @@ import time
 import pytest
 
 from cifar_gradcam.cli import main
-from cifar_gradcam.train import TrainConfig
+from cifar_gradcam.train import TrainConfig, short_run_peak
 
 EXE = shutil.which("cifar-gradcam")
 CLI = [EXE] if EXE else [sys.executable, "-c", "from cifar_gradcam.cli import console; console()"]
@@ -32,16 +32,23 @@ def test_run_writes_every_file_of_the_report(smoke_run):
     for png in (n for n in REPORT_FILES if n.endswith(".png")):
         assert f"]({png})" in report, png
     m = json.loads((smoke_run / "metrics.json").read_text())
-    assert {"accuracy", "test_loss", "per_class_accuracy", "seconds_per_epoch", "device"} <= set(m)
-    assert len(m["per_class_accuracy"]) == 10 and 0 <= m["accuracy"] <= 1
+    assert {"val", "test", "best_epoch", "seconds_per_epoch", "device"} <= set(m)
+    assert m["val"]["split"] == "val" and m["val"]["images"] == 128 and "held out of the training images" in m["val"]["role"]
+    assert len(m["val"]["per_class_accuracy"]) == 10 and 0 <= m["val"]["accuracy"] <= 1
+    # synthetic data has a test split: scored once, at the end, for best.pt and the final model, with and without flip TTA
+    assert m["test"]["split"] == "test" and m["test"]["images"] == 128 and "once at the end" in m["test"]["role"]
+    assert {"accuracy", "loss", "accuracy_flip_tta"} <= set(m["test"]["best"]) and m["test"]["final"]
+    assert report.count("Test accuracy") == 1 and report.count("Validation accuracy") == 1
 
 
 def test_the_peak_learning_rate_is_the_recipes_unless_asked_for_the_finders(smoke_run, tmp_path):
-    "By default the run trains at the recipe's peak, scaled to its batch, and reports the sweep beside it."
+    """By default the run trains at the recipe's peak, scaled to its batch and lowered for a short run (a smoke run has
+    8 steps), and reports the sweep beside it."""
     m = json.loads((smoke_run / "metrics.json").read_text())
-    cfg = TrainConfig()
-    assert m["config"]["max_lr"] == pytest.approx(cfg.max_lr * m["config"]["batch_size"] / cfg.batch_size)
-    assert "The run trains at max_lr 0.025 (dashed line), the recipe's." in (smoke_run / "report.md").read_text()
+    cfg, bs = TrainConfig(), m["config"]["batch_size"]
+    peak = short_run_peak(cfg.max_lr * bs / cfg.batch_size, m["config"]["epochs"] * (m["train_images"] // bs))
+    assert m["config"]["max_lr"] == pytest.approx(peak) and peak < 0.025
+    assert f"The run trains at max_lr {peak:.3g} (dashed line), the recipe's." in (smoke_run / "report.md").read_text()
     # --max-lr RULE trains at the finder's suggestion for that rule; a number skips the sweep
     r = cli("train", "--smoke", "--data", "synthetic", "--out", tmp_path / "valley", "--max-lr", "valley")
     assert r.returncode == 0, r.stderr
@@ -68,9 +75,15 @@ def test_evaluate_reproduces_the_runs_accuracy(smoke_run, tmp_path):
     r = cli("evaluate", "--checkpoint", smoke_run / "best.pt", "--data", "synthetic", "--smoke", "--out", tmp_path,
             "--workers", "0")
     assert r.returncode == 0, r.stderr
-    got = json.loads((tmp_path / "evaluate.json").read_text())["accuracy"]
-    assert got == pytest.approx(json.loads((smoke_run / "metrics.json").read_text())["accuracy"], abs=1e-9)
-    assert "accuracy" in r.stdout
+    got = json.loads((tmp_path / "evaluate.json").read_text())
+    run = json.loads((smoke_run / "metrics.json").read_text())
+    assert got["split"] == "test" and got["accuracy"] == pytest.approx(run["test"]["best"]["accuracy"], abs=1e-9)
+    assert "test accuracy" in r.stdout
+    r = cli("evaluate", "--checkpoint", smoke_run / "best.pt", "--data", "synthetic", "--smoke", "--out", tmp_path,
+            "--workers", "0", "--split", "val")
+    assert r.returncode == 0, r.stderr
+    got = json.loads((tmp_path / "evaluate.json").read_text())
+    assert got["split"] == "val" and got["accuracy"] == pytest.approx(run["val"]["accuracy"], abs=1e-9)
 
 
 def test_train_in_float32_when_asked_and_the_sweep_says_its_size(tmp_path):
@@ -207,3 +220,47 @@ def test_report_html_is_one_self_contained_page_in_the_course_order(smoke_run):
         assert src.startswith("data:image/png;base64,"), src[:40]
         assert base64.b64decode(src.split(",", 1)[1])[:8] == b"\x89PNG\r\n\x1a\n"
     assert "<strong>" in (smoke_run / "report.html").read_text() and "<pre>" in (smoke_run / "report.html").read_text()
+
+
+def _folder_with_test(root, train, test, rotate: int):
+    "An ImageFolder tree of synthetic PNGs whose test/ images sit in the folder of the class `rotate` places on."
+    from PIL import Image
+    for split, data, shift in (("train", train, 0), ("test", test, rotate)):
+        for i, (x, y) in enumerate(zip(data.x, data.y)):
+            d = root / split / data.classes[(y + shift) % len(data.classes)]
+            d.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(x).save(d / f"{i:04d}.png")
+    return root
+
+
+def test_a_source_with_a_test_split_chooses_on_validation_and_scores_test_once(tmp_path):
+    """With a folder that has test/, best.pt is chosen on validation images held out of train/, and test/ is scored
+    once at the end. The test images carry wrong labels (each moved to the next class's folder), so the two splits
+    disagree: a model chosen on them, or a test score mixed with the validation one, would show."""
+    from cifar_gradcam.data import make_synthetic
+    train, test = make_synthetic(n_train=800, n_test=100, seed=0)
+    src = _folder_with_test(tmp_path / "src", train, test, rotate=1)
+    out = tmp_path / "run"
+    r = cli("train", "--data", src, "--out", out, "--epochs", "2", "--batch-size", "32", "--max-lr", "0.05", "--workers", "0")
+    assert r.returncode == 0, r.stderr
+    assert "choosing best.pt on 80 validation images held out of them, scoring 100 test images once at the end" in r.stdout
+    m = json.loads((out / "metrics.json").read_text())
+    history = json.loads((out / "history.json").read_text())
+    assert all("test_acc" not in rec and "test_loss" not in rec for rec in history)    # training never saw test/
+    accs = [rec["val_acc"] for rec in history]
+    assert m["best_epoch"] == 1 + accs.index(max(accs)) and m["train_images"] == 720
+    assert m["val"]["accuracy"] == pytest.approx(max(accs), abs=1e-9) and m["val"]["accuracy"] > 0.5   # it learned
+    assert m["test"]["images"] == 100 and m["test"]["best"]["accuracy"] < 0.25      # the mislabelled test split
+    assert r.stdout.count("test accuracy") == 1
+
+
+def test_a_run_near_chance_says_so_at_the_end_and_atop_the_report(tmp_path):
+    "A run that learned nothing (a peak of 1e-6) warns in its last line and before the report's first figure."
+    r = cli("run", "--smoke", "--data", "synthetic", "--out", tmp_path, "--workers", "0", "--max-lr", "1e-6")
+    assert r.returncode == 0, r.stderr
+    assert "Warning: accuracy" in r.stdout.strip().splitlines()[-1]
+    md = (tmp_path / "report.md").read_text()
+    assert md.index("**Warning:**") < md.index("![")
+    assert "explain nothing" in md and json.loads((tmp_path / "metrics.json").read_text())["near_chance"]
+    page = (tmp_path / "report.html").read_text()
+    assert page.index('class="warning"') < page.index("<img")

@@ -49,10 +49,10 @@ def check_split(s: D.Split, n: int, classes):
 
 def test_image_folder_with_test_split(tmp_path, cache):
     root = write_folder(tmp_path / "imgs")
-    train, test = D.load_cifar10(root)
-    check_split(train, 18, ("cat", "dog", "ship"))
+    train, val, test = D.load_cifar10(root, val_size=3)
+    check_split(train, 15, ("cat", "dog", "ship")); check_split(val, 3, ("cat", "dog", "ship"))
     check_split(test, 6, ("cat", "dog", "ship"))
-    assert train.class_counts() == {"cat": 6, "dog": 6, "ship": 6}
+    assert train.class_counts() == {"cat": 5, "dog": 5, "ship": 5} and val.class_counts() == {"cat": 1, "dog": 1, "ship": 1}
     # pixels come through exactly (PNG is lossless)
     assert np.array_equal(train.x[0], np.asarray(Image.open(root / "train/cat/000.png")))
 
@@ -60,18 +60,40 @@ def test_image_folder_with_test_split(tmp_path, cache):
 def test_tar_gz_without_test_gets_stratified_val_split(tmp_path, cache):
     root = write_folder(tmp_path / "imgs", n_train=20, n_test=0)
     tar = make_tar(root, tmp_path / "imgs.tar.gz", arcname="cifar")  # one folder around train/ is fine
-    train, val = D.load_cifar10(tar, val_size=15)
+    train, val, test = D.load_cifar10(tar, val_size=15)
+    assert test is None
     check_split(train, 45, ("cat", "dog", "ship")); check_split(val, 15, ("cat", "dog", "ship"))
     assert val.class_counts() == {"cat": 5, "dog": 5, "ship": 5}
     # fixed: loading again (now from the cache) gives the same split
-    train2, val2 = D.load_cifar10(tar, val_size=15)
+    train2, val2, _ = D.load_cifar10(tar, val_size=15)
     assert np.array_equal(val.x, val2.x) and np.array_equal(train.y, train2.y)
     assert list(cache.glob("imagefolder-*.npz"))
 
 
+def _keys(split):
+    return {x.tobytes() for x in split.x}
+
+
+@pytest.mark.parametrize("kind", ["folder with test/", "tar without test/", "synthetic"])
+def test_validation_images_are_never_training_images(tmp_path, cache, kind):
+    "Every source holds its validation split out of its training images: none is in both, and none is lost."
+    if kind == "synthetic":
+        train, val, test = D.load_cifar10("synthetic")
+        assert len(train) + len(val) == 5000 and test is not None
+    else:
+        root = write_folder(tmp_path / "imgs", n_train=20, n_test=4 if kind.startswith("folder") else 0)
+        src = root if kind.startswith("folder") else make_tar(root, tmp_path / "imgs.tar.gz")
+        train, val, test = D.load_cifar10(src, val_size=6)
+        assert (test is None) == kind.startswith("tar") and len(train) == 54 and len(val) == 6
+        everything = {np.asarray(Image.open(p).convert("RGB")).tobytes() for p in (root / "train").rglob("*.png")}
+        assert _keys(train) | _keys(val) == everything
+        if test is not None: assert not _keys(test) & everything
+    assert not _keys(train) & _keys(val)
+
+
 def test_env_variable_selects_source(monkeypatch):
     monkeypatch.setenv("CIFAR_GRADCAM_DATA", "synthetic")
-    train, test = D.load_cifar10()
+    train, val, test = D.load_cifar10()
     assert train.classes == D.SYNTHETIC_CLASSES and train.masks is not None
 
 
@@ -98,7 +120,8 @@ def test_torchvision_offline_names_the_alternatives(monkeypatch, tmp_path):
 
 @needs_shared
 def test_real_cifar10_training_set(cache):
-    train, val = D.load_cifar10(SHARED_TAR)
+    train, val, test = D.load_cifar10(SHARED_TAR)
+    assert test is None
     check_split(train, 45000, D.CIFAR10_CLASSES); check_split(val, 5000, D.CIFAR10_CLASSES)
     assert set(val.class_counts().values()) == {500}
     x = np.concatenate([train.x, val.x])

@@ -120,7 +120,7 @@ def test_best_checkpoint_and_report_agree_after_a_kill_between_writes(synthetic,
     (tmp_path / ".best.pt.tmp99999").write_bytes(b"x" * 1000)        # what a SIGKILL mid-write leaves behind
     h = T.fit(resnet18(), train, test, cfg, out_dir=tmp_path, resume=True, progress=False)
     best = CK.load_checkpoint(tmp_path / "best.pt")
-    assert best["epoch"] == h.best["epoch"] and best["history"][-1]["test_acc"] == h.best["test_acc"]
+    assert best["epoch"] == h.best["epoch"] and best["history"][-1]["val_acc"] == h.best["val_acc"]
     assert not list(tmp_path.glob(".*"))
 
 
@@ -140,7 +140,7 @@ def test_data_folders_that_would_train_the_wrong_model(tmp_path):
     with pytest.raises(D.DataError, match="single class"):
         D.load_cifar10(folder("one", ("cat",)), val_size=1)
     for size in (64, 28):
-        train, val = D.load_cifar10(folder(f"s{size}", ("cat", "dog")), val_size=2)
+        train, val, _ = D.load_cifar10(folder(f"s{size}", ("cat", "dog")), val_size=2)
         assert train.x.shape[1:] == (32, 32, 3) and val.x.shape[1:] == (32, 32, 3)
 
 

@@ -21,11 +21,11 @@ def test_learns_synthetic_data_in_two_cpu_epochs(trained):
     "The session's shared model (tests/conftest.py): two epochs on 640 synthetic images, with every file of a run."
     h, out = trained.history, trained.out
     # chance is 0.1; measured 0.675 in float32 and 0.73 in bfloat16 (one epoch gives only about 0.29)
-    assert len(h) == 2 and h[-1]["test_acc"] > 0.5, h.records
+    assert len(h) == 2 and h[-1]["val_acc"] > 0.5, h.records
     for f in ("last.pt", "best.pt", "history.csv", "history.json", "config.json"):
         assert (out / f).exists(), f
     assert json.loads((out / "history.json").read_text())[-1]["epoch"] == 2
-    assert (out / "history.csv").read_text().startswith("epoch,train_loss,train_acc,test_loss,test_acc,lr,seconds")
+    assert (out / "history.csv").read_text().startswith("epoch,train_loss,train_acc,val_loss,val_acc,lr,seconds")
 
 
 def test_learns_with_augmentation_on_the_device(synthetic):
@@ -34,7 +34,7 @@ def test_learns_with_augmentation_on_the_device(synthetic):
     T.seed_everything(0)
     h = T.fit(resnet18(), train.limit(640), test, epochs=2, batch_size=32, max_lr=0.05, loader="device",
               device="cpu", progress=False)
-    assert len(h) == 2 and h[-1]["test_acc"] > 0.5, h.records  # chance is 0.1
+    assert len(h) == 2 and h[-1]["val_acc"] > 0.5, h.records  # chance is 0.1
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
@@ -45,7 +45,7 @@ def test_gpu_fast_path_learns(synthetic, loader):
     T.seed_everything(0)
     h = T.fit(resnet18(), train, test, epochs=3, batch_size=64, max_lr=0.1, loader=loader, compile=True,
               device="cuda", progress=False)
-    assert h[-1]["test_acc"] > 0.4, h.records  # chance is 0.1
+    assert h[-1]["val_acc"] > 0.4, h.records  # chance is 0.1
 
 
 @pytest.mark.skipif(not SHARED_TAR.exists(), reason="real CIFAR-10 not present")
@@ -53,7 +53,7 @@ def test_learns_real_cifar10_in_float32_and_in_bfloat16_alike(monkeypatch, tmp_p
     """The same small real-data run in float32 and under bfloat16 autocast (channels-last): both learn well
     above chance and land close, so the CPU fast path costs no accuracy."""
     monkeypatch.setenv("CIFAR_GRADCAM_CACHE", str(tmp_path / "cache"))
-    train, val = D.load_cifar10(SHARED_TAR)
+    train, val, _ = D.load_cifar10(SHARED_TAR)
     train, val = train.limit(1000), val.limit(500)
     acc = {}
     for amp in (False, True):
@@ -61,7 +61,7 @@ def test_learns_real_cifar10_in_float32_and_in_bfloat16_alike(monkeypatch, tmp_p
         # max_lr 0.02 for batch 32: the real-data sweeps suggest about 0.03-0.04 for batch 128
         h = T.fit(resnet18(), train, val, epochs=2, batch_size=32, max_lr=0.02, amp=amp, channels_last=amp,
                   device="cpu", progress=False)
-        acc[amp] = h[-1]["test_acc"]
+        acc[amp] = h[-1]["val_acc"]
     assert min(acc.values()) > 0.22, acc  # chance is 0.1
     assert abs(acc[True] - acc[False]) < 0.06, acc  # 500 images: one standard error is about 0.02
 
@@ -80,7 +80,7 @@ def test_resume_matches_a_run_that_never_stopped(synthetic, tmp_path, loader, em
     hb = T.fit(b, train, test, cfg, out_dir=tmp_path / "b", resume=True, progress=False)
     for (k, va), vb in zip(a.state_dict().items(), b.state_dict().values()):
         torch.testing.assert_close(va, vb, atol=1e-5, rtol=1e-4, msg=k)
-    assert len(hb) == 2 and hb[1]["test_acc"] == pytest.approx(ha[1]["test_acc"], abs=1e-6)
+    assert len(hb) == 2 and hb[1]["val_acc"] == pytest.approx(ha[1]["val_acc"], abs=1e-6)
     if ema_decay:
         sgd_a, sgd_b = (CK.load_checkpoint(tmp_path / r / "last.pt")["train_model"] for r in "ab")
         for k, va in sgd_a.items():
@@ -104,7 +104,8 @@ def test_resume_refuses_a_change_in_every_recipe_setting(synthetic, tmp_path):
     T.fit(resnet18(), train, test, cfg, out_dir=tmp_path, stop_after=1, progress=False)
     for name in T.TrainConfig.recipe_fields():
         v = getattr(cfg, name)
-        other = (not v) if isinstance(v, bool) else v + 1 if isinstance(v, int) else (v * 0.9 or 0.5)
+        other = ((not v) if isinstance(v, bool) else v + 1 if isinstance(v, int)
+                 else {"cos": "linear", "linear": "cos"}[v] if isinstance(v, str) else (v * 0.9 or 0.5))
         with pytest.raises(CK.CheckpointError, match=f"recipe differs.*{name}"):
             T.fit(resnet18(), train, test, cfg.replace(**{name: other}), out_dir=tmp_path, resume=True, progress=False)
 
@@ -117,7 +118,7 @@ def test_ema_is_what_is_scored_saved_and_returned(synthetic, tmp_path):
     # 40 steps in all: a decay of 0.9 (about the last 10 steps) lags the fast-moving weights, 0.455 against 0.57 without EMA
     h = T.fit(model, train, test, epochs=2, batch_size=32, max_lr=0.05, ema_decay=0.5, amp=False, channels_last=False,
               num_workers=0, out_dir=tmp_path, progress=False)
-    assert h[-1]["test_acc"] > 0.4, h.records  # chance is 0.1
+    assert h[-1]["val_acc"] > 0.4, h.records  # chance is 0.1
     ck = CK.load_checkpoint(tmp_path / "last.pt")
     assert ck["ema_steps"] == 2 * 20  # one update per step: 20 batches of 32 an epoch
     differ = [k for k, v in ck["model"].items() if v.is_floating_point() and not torch.allclose(v, ck["train_model"][k])]
@@ -125,7 +126,7 @@ def test_ema_is_what_is_scored_saved_and_returned(synthetic, tmp_path):
     for k, v in model.state_dict().items():
         torch.testing.assert_close(v, ck["model"][k], msg=k)
     again = E.evaluate(model, L.eval_loader(test, 64, num_workers=0), test.classes, device="cpu", amp=False)
-    assert again["acc"] == pytest.approx(h[-1]["test_acc"], abs=1e-6)
+    assert again["acc"] == pytest.approx(h[-1]["val_acc"], abs=1e-6)
 
 
 def test_momentum_settings_are_what_the_optimiser_uses(synthetic, tmp_path):
@@ -261,8 +262,49 @@ def test_ema_never_feeds_back_and_full_run_scores_either_weights(synthetic, tmp_
     import full_run
     _, sgd = full_run.from_run(tmp_path / "ema", train, test, torch.device("cpu"), weights="train_model")
     _, avg = full_run.from_run(tmp_path / "ema", train, test, torch.device("cpu"))
-    assert sgd["final_val_acc_plain"] == pytest.approx(plain["history"][-1]["test_acc"], abs=1e-6)
-    assert avg["final_val_acc_plain"] == pytest.approx(ema["history"][-1]["test_acc"], abs=1e-6)
+    assert sgd["final_val_acc_plain"] == pytest.approx(plain["history"][-1]["val_acc"], abs=1e-6)
+    assert avg["final_val_acc_plain"] == pytest.approx(ema["history"][-1]["val_acc"], abs=1e-6)
     assert sgd["best_val_acc"] is None and sgd["weights"] == "train_model"
     with pytest.raises(SystemExit, match="trained without ema_decay"):
         full_run.from_run(tmp_path / "plain", train, test, torch.device("cpu"), weights="train_model")
+
+
+def test_compare_runs_pairs_the_same_images_and_calls_ties(monkeypatch):
+    """benchmarks/compare_runs.py: the paired test reads which images each run got right from full_run.py's JSON; a
+    difference within the seed spread is a tie however small p is, and runs on other images are refused."""
+    import numpy as np
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    import compare_runs, full_run
+    from cifar_gradcam.evaluate import Predictions
+
+    def report(correct, sha="abc"):
+        labels = np.zeros(len(correct), int)
+        probs = np.eye(2, dtype=np.float32)[np.where(correct, 0, 1)]
+        bits = full_run.pack_correct(Predictions(probs, labels))
+        return {"val_images": len(correct), "val_correct": {"plain": bits, "flip_tta": bits, "val_sha1": sha}}
+
+    a = np.zeros(5000, bool); b = np.zeros(5000, bool)
+    a[:4300] = b[:4300] = True; a[4300:4480] = True; b[4480:4600] = True     # 180 against 120 disagreements
+    assert np.array_equal(full_run.unpack_correct(report(a)["val_correct"]["plain"], 5000), a)
+    r = compare_runs.compare(report(a), report(b))
+    assert (r["only_a"], r["only_b"], r["verdict"]) == (180, 120, "win") and r["p_value"] < 0.001
+    assert compare_runs.compare(report(b), report(a))["verdict"] == "loss"
+    assert compare_runs.compare(report(a), report(b), seed_spread=1.5)["verdict"] == "tie"   # 1.2 points < 1.5
+    with pytest.raises(SystemExit, match="different validation images"):
+        compare_runs.compare(report(a), report(b, sha="other"))
+
+
+def test_checkpoints_from_before_the_rename_still_load_and_resume(synthetic, tmp_path):
+    "A run saved when the validation figures were called test_loss/test_acc (and its data test_images) resumes as before."
+    train, val = synthetic[0].limit(128), synthetic[1].limit(32)
+    cfg = T.TrainConfig(epochs=2, batch_size=32, max_lr=0.05, num_workers=0, amp=False, channels_last=False)
+    T.fit(resnet18(), train, val, cfg, out_dir=tmp_path, stop_after=1, progress=False)
+    old = CK.load_checkpoint(tmp_path / "last.pt")
+    old["history"] = [{{"val_loss": "test_loss", "val_acc": "test_acc"}.get(k, k): v for k, v in r.items()} for r in old["history"]]
+    old["data"] = {("test_images" if k == "val_images" else k): v for k, v in old["data"].items()}
+    torch.save(old, tmp_path / "last.pt")
+    assert "test_acc" in torch.load(tmp_path / "last.pt", weights_only=True)["history"][0]
+    assert CK.load_checkpoint(tmp_path / "last.pt")["history"][0]["val_acc"] == old["history"][0]["test_acc"]
+    h = T.fit(resnet18(), train, val, cfg, out_dir=tmp_path, resume=True, progress=False)
+    assert [r["epoch"] for r in h.records] == [1, 2] and all("val_acc" in r and "test_acc" not in r for r in h.records)
+    assert T.History([{"epoch": 1, "test_loss": 1.0, "test_acc": 0.5}]).best["val_acc"] == 0.5   # an old history.json

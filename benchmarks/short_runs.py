@@ -1,0 +1,67 @@
+"""The README's short first runs on the real images: does each learn, at the peak `short_run_peak` gives it?
+
+    python benchmarks/short_runs.py --data ../shared/data/cifar10-jpeg-train.tar.gz --out runs/short
+    python benchmarks/short_runs.py --data ../shared/data/cifar10-jpeg-train.tar.gz --out runs/short --collect
+
+Each run is `cifar-gradcam train --limit N --epochs E` as a user types it, except that the peak learning rate is given
+as the number the command's default would choose (`short_run_peak` of the recipe's peak for the run's steps), so that
+the LR finder's sweep, which only informs the report, is skipped; the training is the same (the sweep uses a model and
+generator of its own). `--collect` trains nothing and reads the finished run folders. Figures are validation accuracy
+on the 5,000 images held out of the training images. Writes benchmarks/results/short_runs-<cpu or gpu>-<N>cpu.json.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from _report import machine, versions, write
+from cifar_gradcam.cli import main as cli
+from cifar_gradcam.train import History, TrainConfig, short_run_peak
+
+#: The first runs the README suggests, (training images, epochs), shortest first.
+SHORT_RUNS = ((2000, 1), (5000, 3), (10000, 5))
+
+
+def peak(limit: int, epochs: int, cfg: TrainConfig = TrainConfig()) -> float:
+    "The peak the command's default gives `--limit limit --epochs epochs` (rounded as it prints it)."
+    return float(f"{short_run_peak(cfg.max_lr, epochs * (limit // cfg.batch_size)):.3g}")
+
+
+def collect(folder: Path) -> dict:
+    "One finished run folder's figures."
+    h = History(json.loads((folder / "history.json").read_text()))
+    cfg = json.loads((folder / "config.json").read_text())
+    return {"folder": str(folder), "max_lr": cfg["max_lr"], "epochs": cfg["epochs"], "batch_size": cfg["batch_size"],
+            "val_acc_per_epoch": [round(r["val_acc"], 4) for r in h.records], "final_val_acc": h[-1]["val_acc"],
+            "final_val_loss": h[-1]["val_loss"], "train_seconds": round(sum(r["train_seconds"] for r in h.records), 1),
+            "seconds": round(sum(r["seconds"] for r in h.records), 1)}
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--data", required=True)
+    p.add_argument("--out", type=Path, required=True, help="a folder for the run folders")
+    p.add_argument("--collect", action="store_true", help="read the finished runs; train nothing")
+    p.add_argument("--name", default="short_runs")
+    args = p.parse_args()
+    rows = []
+    for limit, epochs in SHORT_RUNS:
+        folder = args.out / f"limit{limit}-epochs{epochs}"
+        if not args.collect:
+            code = cli(["train", "--data", str(args.data), "--limit", str(limit), "--epochs", str(epochs),
+                        "--max-lr", str(peak(limit, epochs)), "--out", str(folder)])
+            if code: raise SystemExit(f"the run in {folder} failed (exit {code})")
+        row = {"limit": limit, "epochs": epochs, "steps": epochs * (limit // TrainConfig.batch_size), **collect(folder)}
+        if row["max_lr"] != peak(limit, epochs):
+            raise SystemExit(f"{folder} trained at max_lr {row['max_lr']}, not the {peak(limit, epochs)} short_run_peak gives")
+        rows.append(row)
+        print(f"--limit {limit:>6,} --epochs {epochs}: {row['steps']:>4} steps at peak {row['max_lr']:g}: "
+              f"validation accuracy {row['final_val_acc']:.2%} (loss {row['final_val_loss']:.3f})")
+    write(args.name, {"benchmark": args.name, "what": "the README's short runs: validation accuracy at short_run_peak",
+                      "data": str(args.data), "val_images": 5000, "runs": rows, "machine": machine(),
+                      "versions": versions("torch", "torchvision", "albumentations", "numpy")})
+
+
+if __name__ == "__main__":
+    main()
