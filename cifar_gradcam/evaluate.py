@@ -118,11 +118,17 @@ def near_chance(P: Predictions, margin: float = 0.05) -> str | None:
     above ln(classes), what a network that has learned nothing scores. None when the model has clearly learned."""
     k = len(P.classes)
     chance, untrained = 1 / k, math.log(k)
-    if P.accuracy >= chance + margin and P.loss <= untrained: return None
-    loss = f"loss {P.loss:.2f}" + (f", above the {untrained:.2f} of a network that has learned nothing" if P.loss > untrained else "")
-    return (f"accuracy {P.accuracy:.1%} on {len(P):,} images is within {margin:.0%} of chance ({chance:.0%} for guessing "
-            f"among {k} classes; {loss}): the model has not learned yet, so its mistakes and Grad-CAM maps explain nothing. "
-            "Train on more images or for more epochs")
+    why = []
+    if P.accuracy < chance + margin:
+        why.append(f"accuracy {P.accuracy:.1%} on {len(P):,} images is within {100 * margin:.0f} points of chance "
+                   f"({chance:.0%} for guessing among {k} classes)")
+    if P.loss > untrained:
+        why.append(f"the loss {P.loss:.2f} is above the {untrained:.2f} of a network that knows nothing (accuracy {P.accuracy:.1%})")
+    if not why: return None
+    if P.accuracy >= chance + margin:    # only the loss fired: a model that is sure of many wrong answers
+        return why[0] + ": it is confidently wrong on many images; check that before trusting its mistakes and maps"
+    return "; ".join(why) + (": the model has not learned yet, so its mistakes and Grad-CAM maps explain nothing. "
+                             "Train on more images or for more epochs, or check the learning rate")
 
 # %% ../nbs/06_evaluation.ipynb #e0a5c4b5
 def paired_test(correct_a: np.ndarray, correct_b: np.ndarray) -> dict:
