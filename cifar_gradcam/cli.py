@@ -349,7 +349,7 @@ def _metrics_text(m: dict) -> str:
         text += (f"Test accuracy **{t['best']['accuracy']:.2%}** ({t['best']['accuracy_flip_tta']:.2%} with flip TTA; the final "
                  f"model: {t['final']['accuracy']:.2%}, {t['final']['accuracy_flip_tta']:.2%} with flip TTA) on the source's "
                  f"{t['images']:,} test images, scored once, at the end. ")
-    text += m["test_note"] + f" {m['seconds_per_epoch']:.1f} s per epoch on {m['device_name']}."
+    text += (m["test_note"] + " " if m["test_note"] else "") + f"{m['seconds_per_epoch']:.1f} s per epoch on {m['device_name']}."
     return text + f"\n\n```\n{per_class_table(v['per_class_accuracy'])}\n```"
 
 
