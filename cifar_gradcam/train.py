@@ -137,7 +137,7 @@ class TrainConfig:
 FULL_LENGTH_STEPS = 1000
 
 
-def short_run_peak(max_lr: float, steps: int, full: int = FULL_LENGTH_STEPS, power: float = 0.25) -> float:
+def short_run_peak(max_lr: float, steps: int, full: int = FULL_LENGTH_STEPS, power: float = 0.4) -> float:
     """The peak learning rate for a run of `steps` optimiser steps: `max_lr` for runs of `full` steps or more, else
     `max_lr * (steps / full) ** power`. A high peak needs steps to recover from; a short run has too few (the exponent
     was chosen on short runs of the real images: benchmarks/README.md)."""
