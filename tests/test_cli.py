@@ -146,7 +146,7 @@ def test_stop_after_then_resume(tmp_path):
     (["train", "--data", "synthetic", "--smoke", "--max-lr", "fastest"], "neither a learning rate nor an LR finder rule"),
     (["train", "--data", "synthetic", "--smoke", "--set", "cutout_p=abc"], "cutout_p takes a number"),
     (["train", "--data", "synthetic", "--smoke", "--set", "epochs=3"], "use --epochs for epochs"),
-    (["train", "--data", "synthetic", "--smoke", "--set", "dropout=0.1"], "KEY one of base_momentum"),
+    (["train", "--data", "synthetic", "--smoke", "--set", "dropout=0.1"], "KEY one of anneal_strategy, base_momentum"),
     (["evaluate", "--checkpoint", "/nowhere.pt", "--data", "synthetic"], "no checkpoint at"),
     (["train", "--data", "synthetic", "--smoke", "--device", "tpu"], "unknown device 'tpu'"),
     (["gradcam", "--checkpoint", "x.pt", "--n", "0"], "must be at least 1"),
