@@ -6,7 +6,7 @@
 Each run is `cifar-gradcam train --limit N --epochs E` as a user types it, except that the peak learning rate is given
 as the number the command's default would choose (`short_run_peak` of the recipe's peak for the run's steps), so that
 the LR finder's sweep, which only informs the report, is skipped; the training is the same (the sweep uses a model and
-generator of its own). `--collect` trains nothing and reads the finished run folders. Figures are validation accuracy
+generator of its own). `--collect` trains nothing and reads the run folders (a run stopped early is marked unfinished). Figures are validation accuracy
 on the 5,000 images held out of the training images. Writes benchmarks/results/short_runs-<cpu or gpu>-<N>cpu.json.
 """
 from __future__ import annotations
@@ -32,7 +32,8 @@ def collect(folder: Path) -> dict:
     "One finished run folder's figures."
     h = History(json.loads((folder / "history.json").read_text()))
     cfg = json.loads((folder / "config.json").read_text())
-    return {"folder": str(folder), "max_lr": cfg["max_lr"], "epochs": cfg["epochs"], "batch_size": cfg["batch_size"],
+    return {"folder": str(folder), "max_lr": cfg["max_lr"], "epochs": cfg["epochs"], "finished": len(h) == cfg["epochs"],
+            "epochs_done": len(h), "batch_size": cfg["batch_size"],
             "val_acc_per_epoch": [round(r["val_acc"], 4) for r in h.records], "final_val_acc": h[-1]["val_acc"],
             "final_val_loss": h[-1]["val_loss"], "train_seconds": round(sum(r["train_seconds"] for r in h.records), 1),
             "seconds": round(sum(r["seconds"] for r in h.records), 1)}
@@ -57,7 +58,8 @@ def main():
             raise SystemExit(f"{folder} trained at max_lr {row['max_lr']}, not the {peak(limit, epochs)} short_run_peak gives")
         rows.append(row)
         print(f"--limit {limit:>6,} --epochs {epochs}: {row['steps']:>4} steps at peak {row['max_lr']:g}: "
-              f"validation accuracy {row['final_val_acc']:.2%} (loss {row['final_val_loss']:.3f})")
+              f"validation accuracy {row['final_val_acc']:.2%} (loss {row['final_val_loss']:.3f})"
+              + ("" if row["finished"] else f" after {row['epochs_done']} of {epochs} epochs: not finished (--resume)"))
     write(args.name, {"benchmark": args.name, "what": "the README's short runs: validation accuracy at short_run_peak",
                       "data": str(args.data), "val_images": 5000, "runs": rows, "machine": machine(),
                       "versions": versions("torch", "torchvision", "albumentations", "numpy")})
