@@ -113,6 +113,8 @@ def load_checkpoint(path: str | os.PathLike, model: nn.Module | None = None, map
         raise CheckpointError(f"{path} is not a cifar_gradcam checkpoint (format {ckpt.get('format') if isinstance(ckpt, dict) else type(ckpt).__name__!r})")
     if "history" in ckpt:   # checkpoints written before the validation split was named for what it is said test_*
         ckpt["history"] = [{OLD_HISTORY_NAMES.get(k, k): v for k, v in r.items()} for r in ckpt["history"]]
+    if "test_images" in ckpt.get("data", {}):   # ... and the size of that split test_images
+        ckpt["data"] = {("val_images" if k == "test_images" else k): v for k, v in ckpt["data"].items()}
     if model is not None: load_weights(model, ckpt, path)
     return ckpt
 
