@@ -105,7 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="torchvision | synthetic | PATH to a folder or .tar.gz (default: $CIFAR_GRADCAM_DATA or torchvision)")
         q.add_argument("--device", default=None, help="cuda, cuda:N, mps or cpu (default: the best available)")
         q.add_argument("--batch-size", type=int, default=None, help=f"images per batch (default {TrainConfig.batch_size}; {SMOKE_SIZES['batch_size']} with --smoke)")
-        q.add_argument("--workers", type=int, default=None, help="data-loader workers (default: one per CPU, at most 12)")
+        q.add_argument("--workers", type=int, default=None, help="data-loader workers (default: none on a CPU device, else one per CPU core, at most 12)")
         q.add_argument("--smoke", action="store_true", help="a tiny CPU-sized run, for tests")
         if training:
             q.add_argument("--epochs", type=int, default=None, help=f"training epochs (default {TrainConfig.epochs}; {SMOKE_SIZES['epochs']} with --smoke)")
