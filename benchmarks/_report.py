@@ -44,13 +44,17 @@ def versions(*packages: str) -> dict:
     return out
 
 
+def result_path(name: str, m: dict, out: Path = RESULTS) -> Path:
+    "Where the results `name` of machine `m` (a `machine()` dict) go."
+    # a CPU run names the CPU model, so that results from two kinds of machine never overwrite each other
+    kind = m.get("gpu") or ("cpu-" + "_".join(m["cpu"].split()[:2]) if m.get("cpu") else "cpu")
+    return out / f"{name}-{kind}-{os.cpu_count()}cpu.json".replace(" ", "_")
+
+
 def write(name: str, report: dict, out: Path = RESULTS) -> Path:
     "Write `report` (with machine and versions added by the caller) as JSON; return the path."
     out.mkdir(parents=True, exist_ok=True)
-    m = report.get("machine", {})
-    # a CPU run names the CPU model, so that results from two kinds of machine never overwrite each other
-    kind = m.get("gpu") or ("cpu-" + "_".join(m["cpu"].split()[:2]) if m.get("cpu") else "cpu")
-    path = out / f"{name}-{kind}-{os.cpu_count()}cpu.json".replace(" ", "_")
+    path = result_path(name, report.get("machine", {}), out)
     path.write_text(json.dumps(report, indent=2) + "\n")
     print("wrote", path)
     return path

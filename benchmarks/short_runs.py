@@ -8,6 +8,8 @@ as the number the command's default would choose (`short_run_peak` of the recipe
 the LR finder's sweep, which only informs the report, is skipped; the training is the same (the sweep uses a model and
 generator of its own). `--collect` trains nothing and reads the run folders (a run stopped early is marked unfinished). Figures are validation accuracy
 on the 5,000 images held out of the training images. Writes benchmarks/results/short_runs-<cpu or gpu>-<N>cpu.json.
+`--only LIMIT` trains (or collects) that one run and keeps the other rows of the results file as they were measured
+(each row names its folder and machine), so that one run can be redone without repeating the others.
 """
 from __future__ import annotations
 
@@ -15,7 +17,7 @@ import argparse
 import json
 from pathlib import Path
 
-from _report import machine, versions, write
+from _report import machine, result_path, versions, write
 from cifar_gradcam.cli import main as cli
 from cifar_gradcam.train import History, TrainConfig, short_run_peak
 
@@ -39,21 +41,36 @@ def collect(folder: Path) -> dict:
             "seconds": round(sum(r["seconds"] for r in h.records), 1)}
 
 
+def _kept_rows(name: str) -> dict:
+    "The rows of this machine kind's results file, by training images, each with the machine it was measured on."
+    path = result_path(name, machine())
+    if not path.exists(): raise SystemExit(f"--only needs the earlier results in {path}: run without --only first")
+    old = json.loads(path.read_text())
+    return {r["limit"]: {**r, "machine": r.get("machine", old["machine"])} for r in old["runs"]}
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--data", required=True)
     p.add_argument("--out", type=Path, required=True, help="a folder for the run folders")
     p.add_argument("--collect", action="store_true", help="read the finished runs; train nothing")
     p.add_argument("--name", default="short_runs")
+    p.add_argument("--only", type=int, choices=[n for n, _ in SHORT_RUNS], default=None, metavar="LIMIT",
+                   help="train or collect only the run of LIMIT images; keep the results file's other rows")
     args = p.parse_args()
+    kept = _kept_rows(args.name) if args.only else {}
     rows = []
     for limit, epochs in SHORT_RUNS:
+        if args.only and limit != args.only:
+            if limit not in kept: raise SystemExit(f"--only {args.only}: the results file has no row for --limit {limit} to keep")
+            rows.append(kept[limit]); continue
         folder = args.out / f"limit{limit}-epochs{epochs}"
         if not args.collect:
             code = cli(["train", "--data", str(args.data), "--limit", str(limit), "--epochs", str(epochs),
                         "--max-lr", str(peak(limit, epochs)), "--out", str(folder)])
             if code: raise SystemExit(f"the run in {folder} failed (exit {code})")
-        row = {"limit": limit, "epochs": epochs, "steps": epochs * (limit // TrainConfig.batch_size), **collect(folder)}
+        row = {"limit": limit, "epochs": epochs, "steps": epochs * (limit // TrainConfig.batch_size), **collect(folder),
+               "machine": machine()}
         if row["max_lr"] != peak(limit, epochs):
             raise SystemExit(f"{folder} trained at max_lr {row['max_lr']}, not the {peak(limit, epochs)} short_run_peak gives")
         rows.append(row)
