@@ -131,7 +131,7 @@ SUGGESTION_RULES = ("steepest", "min_div10", "valley")
 
 
 def _valley(losses: np.ndarray) -> int:
-    "Index two-thirds of the way down the longest run of decreasing loss (fastai's `valley`)."
+    "Index halfway down the longest run of decreasing loss (fastai's `valley`: a third of the run, then half a third more)."
     n = len(losses)
     run = np.ones(n, int)  # length of the longest decreasing subsequence ending at i
     for i in range(1, n):
