@@ -29,7 +29,7 @@ from .lr_finder import SUGGESTION_RULES, find_max_lr, plot_lr_finder
 from .model import DeviceError, cpu_bf16_native, get_device, precision
 from .evaluate import Predictions, near_chance, per_class_table, predict_split
 from .checkpoint import ARCHITECTURES, CheckpointError, load_checkpoint, load_model, prepare_out_dir
-from .train import (LOADERS, ConfigError, TrainConfig, TrainingDiverged, fit, loader_workers, measure_speed,
+from .train import (LOADERS, ConfigError, TrainConfig, TrainingDiverged, duration, fit, loader_workers, measure_speed,
                                  plot_history, seed_everything, short_run_peak)
 
 # %% ../nbs/92_cli.ipynb #6c394e1b
@@ -57,7 +57,7 @@ def _max_lr(text: str) -> float | str:
         raise argparse.ArgumentTypeError(f"{text!r} is neither a learning rate nor an LR finder rule "
                                          f"({', '.join(SUGGESTION_RULES)})") from None
 
-
+# %% ../nbs/92_cli.ipynb #14b56c75
 #: TrainConfig fields with an option of their own, so not for --set
 OWN_OPTIONS = {"epochs": "--epochs", "batch_size": "--batch-size", "max_lr": "--max-lr", "seed": "--seed",
                "num_workers": "--workers", "loader": "--loader", "compile": "--compile", "amp": "--amp",
@@ -89,7 +89,7 @@ def parse_settings(items: Sequence[str], own: dict[str, str] = OWN_OPTIONS) -> d
         out[key] = v
     return out
 
-
+# %% ../nbs/92_cli.ipynb #194c7668
 def build_parser() -> argparse.ArgumentParser:
     "The `cifar-gradcam` argument parser."
     p = argparse.ArgumentParser(
@@ -179,7 +179,7 @@ _HTML_STYLE = ("body{font-family:system-ui,sans-serif;max-width:1100px;margin:2e
                "h2{margin-top:2em;border-bottom:1px solid #eee}"
                ".warning{background:#fff4e5;border-left:4px solid #e67e00;padding:.8em}")
 
-
+# %% ../nbs/92_cli.ipynb #55ef4a0b
 class Run:
     """An output folder being filled: figures, JSON files, and the report in two forms: report.md (next to its PNG
     files) and report.html, one self-contained page (the figures embedded) that opens in any browser."""
@@ -227,7 +227,7 @@ class Run:
         (self.out / "report.html").write_text(page)
         return path
 
-
+# %% ../nbs/92_cli.ipynb #d02a84ed
 #: Files a run writes besides `fit`'s (`RUN_FILES`): removed with the run on --overwrite.
 REPORT_FILES = ("report.md", "report.html", "metrics.json", "run.json", "evaluate.json", "samples.png", "augmentations.png", "lr_finder.png",
                 "curves.png", "confusion_matrix.png", "misclassified.png", "gradcam_layers.png", "gradcam_pred_vs_true.png")
@@ -266,7 +266,7 @@ def _data(args) -> Splits:
     if limit < len(full.train.classes): raise UsageError(f"--limit {limit} is fewer images than classes ({len(full.train.classes)})")
     return splits._replace(train=full.train.limit(limit))
 
-
+# %% ../nbs/92_cli.ipynb #ecceb61d
 def _config(args, train: Split, device) -> TrainConfig:
     """The training config from the arguments (and, on `--resume`, from the run being continued). The peak learning
     rate is `--max-lr` when it is a number; the LR finder's suggestion when it names a rule; otherwise the recipe's,
@@ -294,21 +294,17 @@ def _config(args, train: Split, device) -> TrainConfig:
     return cfg.replace(max_lr=peak)
 
 
-def _duration(seconds: float) -> str:
-    return f"{seconds / 3600:.1f} hours" if seconds >= 5400 else f"{max(1, round(seconds / 60))} minutes"
-
-
 def _float32_cpu_estimate(train: Split, cfg: TrainConfig, device) -> str:
     "What a float32 run on a CPU will cost, measured here, and how to make a first run shorter."
     rate = measure_speed(len(train.classes), cfg.batch_size, device, amp=cfg.amp, channels_last=cfg.channels_last)
     why = ("this CPU has no bfloat16 instructions (neither AMX nor AVX-512 BF16)" if not cpu_bf16_native()
            else "--no-amp keeps this CPU in float32")
-    first = min(5000, len(train))
-    return (f"Note: {why}, so training runs in float32, at about {rate:.0f} images/s here: {cfg.epochs} epochs of "
-            f"{len(train):,} images will take about {_duration(cfg.epochs * len(train) / rate)}. For a first look, "
-            f"try --limit {first} --epochs 5 (about {_duration(5 * first / rate)}); a GPU takes minutes.")
+    first, epochs = min(5000, len(train)), min(3, cfg.epochs)      # the README's first run
+    return (f"Note: {why}, so training runs in float32, at about {rate:.0f} images/s here: {cfg.epochs} epoch(s) of "
+            f"{len(train):,} images will take about {duration(cfg.epochs * len(train) / rate)}. For a first look, "
+            f"try --limit {first} --epochs {epochs} (about {duration(epochs * first / rate)}); a GPU takes minutes.")
 
-
+# %% ../nbs/92_cli.ipynb #8627f9e6
 #: What each split is, as metrics.json and the report name it.
 SPLIT_ROLES = {"train": "the images the model learned from",
                "val": "the validation split: a fixed, stratified 10% held out of the training images; it chose best.pt",
@@ -352,7 +348,7 @@ def _metrics_text(m: dict) -> str:
     text += (m["test_note"] + " " if m["test_note"] else "") + f"{m['seconds_per_epoch']:.1f} s per epoch on {m['device_name']}."
     return text + f"\n\n```\n{per_class_table(v['per_class_accuracy'])}\n```"
 
-
+# %% ../nbs/92_cli.ipynb #4a29a2a1
 def cmd_train(args, report: bool = False) -> dict:
     "`train` (and the first half of `run`): data, LR finder, fit, metrics."
     out = Path(args.out)
@@ -416,7 +412,7 @@ def cmd_train(args, report: bool = False) -> dict:
     if metrics["near_chance"]: print(f"Warning: {metrics['near_chance']}")
     return metrics
 
-
+# %% ../nbs/92_cli.ipynb #058e6d30
 def _load(args):
     "The checkpoint, its model on the device, and the split `--split` names (test if the source has one, else val)."
     model, ckpt = load_model(args.checkpoint, "cpu")    # a bad checkpoint is refused before anything else is said
@@ -438,13 +434,18 @@ def _load(args):
     return ckpt, model, device, name, split, out
 
 
+def _predict(args, ckpt: dict, model, device, split: Split, tta: bool = False) -> Predictions:
+    "The model's predictions on `split`, in the number format and memory layout the checkpoint's run trained in."
+    saved = ckpt["config"]
+    return predict_split(model, split, args.batch_size or TrainConfig.batch_size, device, tta=tta,
+                         num_workers=loader_workers(device, args.workers), amp=saved.get("amp"),
+                         channels_last=saved.get("channels_last"))
+
+
 def cmd_evaluate(args) -> dict:
     "`evaluate`: the metrics of a checkpoint on the test split of `--data` (or its validation split, `--split val`)."
     ckpt, model, device, name, split, out = _load(args)
-    saved = ckpt["config"]
-    P = predict_split(model, split, args.batch_size or TrainConfig.batch_size, device, tta=saved.get("tta", False),
-                      num_workers=loader_workers(device, args.workers), amp=saved.get("amp"),
-                      channels_last=saved.get("channels_last"))
+    P = _predict(args, ckpt, model, device, split, tta=ckpt["config"].get("tta", False))
     m = {**_metrics(P, name), "checkpoint": str(args.checkpoint), "epoch": ckpt["epoch"], **_where(device)}
     out.mkdir(parents=True, exist_ok=True)
     (out / "evaluate.json").write_text(json.dumps(m, indent=1) + "\n")
@@ -457,10 +458,7 @@ def cmd_evaluate(args) -> dict:
 def cmd_gradcam(args) -> None:
     "`gradcam`: confusion matrix, mistakes gallery and Grad-CAM grids of a checkpoint."
     ckpt, model, device, name, split, out = _load(args)
-    saved = ckpt["config"]
-    P = predict_split(model, split, args.batch_size or TrainConfig.batch_size, device,
-                      num_workers=loader_workers(device, args.workers), amp=saved.get("amp"),
-                      channels_last=saved.get("channels_last"))
+    P = _predict(args, ckpt, model, device, split)
     run = Run(out, f"Grad-CAM of {args.checkpoint} on the {'test' if name == 'test' else 'validation'} split")
     for item in report_figures(model, split, P, n=args.n): run.add(item)
     print("report:", run.write_report())

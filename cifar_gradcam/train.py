@@ -4,8 +4,8 @@
 
 # %% auto #0
 __all__ = ['LOADERS', 'RUN_ONLY', 'FULL_LENGTH_STEPS', 'seed_everything', 'ConfigError', 'TrainConfig', 'short_run_peak',
-           'TrainingDiverged', 'loader_workers', 'cpu_threads', 'train_step', 'measure_speed', 'History', 'one_cycle',
-           'train_epoch', 'fit', 'plot_history', 'lesson_run', 'lesson_model']
+           'TrainingDiverged', 'loader_workers', 'cpu_threads', 'train_step', 'measure_speed', 'duration', 'History',
+           'one_cycle', 'train_epoch', 'fit', 'plot_history', 'lesson_run', 'lesson_model']
 
 # %% ../nbs/06_training.ipynb #be416878
 import csv
@@ -146,7 +146,7 @@ def short_run_peak(max_lr: float, steps: int, full: int = FULL_LENGTH_STEPS, pow
     if steps < 1: raise ConfigError(f"a run needs at least one step; got {steps}")
     return max_lr * min(1.0, steps / full) ** power
 
-# %% ../nbs/06_training.ipynb #9dba0384
+# %% ../nbs/06_training.ipynb #8726d00a
 class TrainingDiverged(RuntimeError):
     "The loss became NaN or infinite."
 
@@ -170,7 +170,7 @@ def cpu_threads() -> int:
     if torch.get_num_threads() > usable: torch.set_num_threads(usable)
     return torch.get_num_threads()
 
-
+# %% ../nbs/06_training.ipynb #79ece7e3
 def _loaders(train: Split, val: Split, cfg: "TrainConfig", prec: Precision, workers: int):
     """Training and validation loaders as `cfg.loader` asks: albumentations (`make_loaders`, with `workers` worker
     processes), or whole batches augmented on the device (`DeviceLoader`). Both apply the same augmentations."""
@@ -180,7 +180,7 @@ def _loaders(train: Split, val: Split, cfg: "TrainConfig", prec: Precision, work
                 DeviceLoader(val, 2 * cfg.batch_size, augment=False, **common))
     return make_loaders(train, val, cfg.batch_size, seed=cfg.seed, augment=augmentations(cfg.augment_spec), num_workers=workers)
 
-
+# %% ../nbs/06_training.ipynb #1a1ac0e3
 def train_step(net: nn.Module, x: torch.Tensor, y: torch.Tensor, criterion: nn.Module, opt: torch.optim.Optimizer,
                scaler: "torch.amp.GradScaler", prec: Precision | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """One optimisation step on a batch already on the device: forward (under `prec`'s autocast; float32
@@ -194,7 +194,7 @@ def train_step(net: nn.Module, x: torch.Tensor, y: torch.Tensor, criterion: nn.M
     scaler.step(opt); scaler.update()
     return logits, loss
 
-
+# %% ../nbs/06_training.ipynb #a695b1df
 def measure_speed(num_classes: int = 10, batch_size: int = 512, device: torch.device | str | None = None,
                   amp: bool | None = None, channels_last: bool | None = None, steps: int = 2, size: int = 32) -> float:
     """Training images per second of a fresh ResNet-18 at `batch_size` on `device`, in the number format and layout
@@ -212,6 +212,12 @@ def measure_speed(num_classes: int = 10, batch_size: int = 512, device: torch.de
     for _ in range(steps): train_step(net, x, y, crit, opt, scaler, prec)
     if device.type == "cuda": torch.cuda.synchronize(device)
     return steps * batch_size / (time.perf_counter() - t0)
+
+
+def duration(seconds: float) -> str:
+    "A time a person reads: seconds under 90 s, minutes under 90 min, then hours to one decimal."
+    if seconds < 90: return f"{max(1, round(seconds))} seconds"
+    return f"{round(seconds / 60)} minutes" if seconds < 5400 else f"{seconds / 3600:.1f} hours"
 
 # %% ../nbs/06_training.ipynb #1dafbbc0
 def _rng_state() -> dict:
@@ -443,15 +449,16 @@ def lesson_model(runs: Sequence[str | os.PathLike], train: Split, val: Split, de
     where it came from."""
     device = get_device(device, verbose=False)
     for path in (Path(r) / "best.pt" for r in runs):
-        if path.exists() and load_checkpoint(path).get("classes") == list(train.classes):
-            model, ckpt = load_model(path, device)
+        if not path.exists(): continue
+        model, ckpt = load_model(path, device)
+        if ckpt.get("classes") == list(train.classes):
             acc = ckpt["history"][ckpt["epoch"] - 1]["val_acc"]
             return model, f"{path}: epoch {ckpt['epoch']}, validation accuracy {acc:.1%}"
     images, cfg = lesson_run(train, device, smoke)
     speed = measure_speed(len(train.classes), cfg.batch_size, device)
     t = cfg.epochs * len(images) / speed
     print(f"WARNING: no trained model in {' or '.join(map(str, runs))}, so a stand-in is trained here: {cfg.epochs} "
-          f"epoch(s) of {len(images):,} images, about {f'{t / 60:.0f} minutes' if t >= 90 else f'{t:.0f} seconds'} of "
+          f"epoch(s) of {len(images):,} images, about {duration(t)} of "
           f"training at this machine's {speed:.0f} images/s. The figures below explain that model, not the one the text describes; "
           "run the training lesson first (or `cifar-gradcam run --out runs/training`) for the real one.")
     seed_everything(cfg.seed)
