@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Callable, Iterable, NamedTuple, Sequence
 
 import matplotlib.pyplot as plt
+from matplotlib.colors import LinearSegmentedColormap
 import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
@@ -431,11 +432,12 @@ def show_per_class(split: Split, per_class: int = 8, seed: int = 0, size: float 
 
 
 def show_channels(img: np.ndarray, title: str | None = None):
-    "An RGB image next to its red, green and blue channels, each shown as intensity."
+    "An RGB image next to its red, green and blue channels, each drawn from black (0) to its colour (255)."
     img = np.asarray(img)
     fig, axes = plt.subplots(1, 4, figsize=(10, 2.8))
     axes[0].imshow(img, interpolation="nearest"); axes[0].set_title(title or "RGB")
-    for ax, c, cmap in zip(axes[1:], range(3), ("Reds", "Greens", "Blues")):
+    for ax, c, colour in zip(axes[1:], range(3), ("red", "green", "blue")):
+        cmap = LinearSegmentedColormap.from_list("", ["black", colour])  # brighter = higher value
         ax.imshow(img[..., c], cmap=cmap, vmin=0, vmax=255, interpolation="nearest")
         ax.set_title(f"{'RGB'[c]} channel (mean {img[..., c].mean():.0f})")
     for ax in axes: ax.axis("off")
