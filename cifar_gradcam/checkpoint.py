@@ -49,7 +49,7 @@ def save_checkpoint(path: str | os.PathLike, **state) -> Path:
 class CheckpointError(ValueError):
     "A checkpoint that cannot be used, or cannot be written: the message says why."
 
-# %% ../nbs/91_checkpoints.ipynb #e94d5d93
+# %% ../nbs/91_checkpoints.ipynb #75e43492
 #: The files `fit` writes into its output folder; `prepare_out_dir` removes them when a run is replaced.
 RUN_FILES = ("last.pt", "best.pt", "history.csv", "history.json", "config.json")
 
@@ -85,7 +85,7 @@ def prepare_out_dir(out: str | os.PathLike, resume: bool = False, overwrite: boo
             (out / name).unlink(missing_ok=True)
     return out
 
-# %% ../nbs/91_checkpoints.ipynb #1ea0fb95
+# %% ../nbs/91_checkpoints.ipynb #86349adb
 def data_signature(train: Split, val: Split) -> dict:
     "What a checkpoint records about the data it was trained on: classes, sizes and a digest of labels and pixels."
     h = hashlib.sha1()
@@ -94,7 +94,7 @@ def data_signature(train: Split, val: Split) -> dict:
     return {"classes": list(train.classes), "train_images": len(train), "val_images": len(val),
             "image_shape": list(train.x.shape[1:]), "sha1": h.hexdigest()}
 
-# %% ../nbs/91_checkpoints.ipynb #c6d24d6d
+# %% ../nbs/91_checkpoints.ipynb #1c957c87
 #: What the per-epoch validation figures were called before they were named for their split.
 OLD_HISTORY_NAMES = {"test_loss": "val_loss", "test_acc": "val_acc"}
 
@@ -133,7 +133,7 @@ def load_weights(model: nn.Module, ckpt: dict, path: str | os.PathLike = "the ch
     unwrap(model).load_state_dict(src)
     return model
 
-# %% ../nbs/91_checkpoints.ipynb #956a5ddb
+# %% ../nbs/91_checkpoints.ipynb #44515cb3
 #: The architectures a checkpoint can name (`arch_name`), and how to build each for a number of classes.
 ARCHITECTURES = {"resnet18": resnet18}
 

@@ -57,7 +57,7 @@ def _max_lr(text: str) -> float | str:
         raise argparse.ArgumentTypeError(f"{text!r} is neither a learning rate nor an LR finder rule "
                                          f"({', '.join(SUGGESTION_RULES)})") from None
 
-# %% ../nbs/92_cli.ipynb #14b56c75
+# %% ../nbs/92_cli.ipynb #f744b531
 #: TrainConfig fields with an option of their own, so not for --set
 OWN_OPTIONS = {"epochs": "--epochs", "batch_size": "--batch-size", "max_lr": "--max-lr", "seed": "--seed",
                "num_workers": "--workers", "loader": "--loader", "compile": "--compile", "amp": "--amp",
@@ -89,7 +89,7 @@ def parse_settings(items: Sequence[str], own: dict[str, str] = OWN_OPTIONS) -> d
         out[key] = v
     return out
 
-# %% ../nbs/92_cli.ipynb #194c7668
+# %% ../nbs/92_cli.ipynb #e0d7243c
 def build_parser() -> argparse.ArgumentParser:
     "The `cifar-gradcam` argument parser."
     p = argparse.ArgumentParser(
@@ -179,7 +179,7 @@ _HTML_STYLE = ("body{font-family:system-ui,sans-serif;max-width:1100px;margin:2e
                "h2{margin-top:2em;border-bottom:1px solid #eee}"
                ".warning{background:#fff4e5;border-left:4px solid #e67e00;padding:.8em}")
 
-# %% ../nbs/92_cli.ipynb #55ef4a0b
+# %% ../nbs/92_cli.ipynb #8b50ee90
 class Run:
     """An output folder being filled: figures, JSON files, and the report in two forms: report.md (next to its PNG
     files) and report.html, one self-contained page (the figures embedded) that opens in any browser."""
@@ -227,7 +227,7 @@ class Run:
         (self.out / "report.html").write_text(page)
         return path
 
-# %% ../nbs/92_cli.ipynb #d02a84ed
+# %% ../nbs/92_cli.ipynb #562ebafe
 #: Files a run writes besides `fit`'s (`RUN_FILES`): removed with the run on --overwrite.
 REPORT_FILES = ("report.md", "report.html", "metrics.json", "run.json", "evaluate.json", "samples.png", "augmentations.png", "lr_finder.png",
                 "curves.png", "confusion_matrix.png", "misclassified.png", "gradcam_layers.png", "gradcam_pred_vs_true.png")
@@ -266,7 +266,7 @@ def _data(args) -> Splits:
     if limit < len(full.train.classes): raise UsageError(f"--limit {limit} is fewer images than classes ({len(full.train.classes)})")
     return splits._replace(train=full.train.limit(limit))
 
-# %% ../nbs/92_cli.ipynb #ecceb61d
+# %% ../nbs/92_cli.ipynb #46b789c6
 def _config(args, train: Split, device) -> TrainConfig:
     """The training config from the arguments (and, on `--resume`, from the run being continued). The peak learning
     rate is `--max-lr` when it is a number; the LR finder's suggestion when it names a rule; otherwise the recipe's,
@@ -304,7 +304,7 @@ def _float32_cpu_estimate(train: Split, cfg: TrainConfig, device) -> str:
             f"{len(train):,} images will take about {duration(cfg.epochs * len(train) / rate)}. For a first look, "
             f"try --limit {first} --epochs {epochs} (about {duration(epochs * first / rate)}); a GPU takes minutes.")
 
-# %% ../nbs/92_cli.ipynb #8627f9e6
+# %% ../nbs/92_cli.ipynb #8d4cdfec
 #: What each split is, as metrics.json and the report name it.
 SPLIT_ROLES = {"train": "the images the model learned from",
                "val": "the validation split: a fixed, stratified 10% held out of the training images; it chose best.pt",
@@ -348,7 +348,7 @@ def _metrics_text(m: dict) -> str:
     text += (m["test_note"] + " " if m["test_note"] else "") + f"{m['seconds_per_epoch']:.1f} s per epoch on {m['device_name']}."
     return text + f"\n\n```\n{per_class_table(v['per_class_accuracy'])}\n```"
 
-# %% ../nbs/92_cli.ipynb #4a29a2a1
+# %% ../nbs/92_cli.ipynb #3b69e4e7
 def cmd_train(args, report: bool = False) -> dict:
     "`train` (and the first half of `run`): data, LR finder, fit, metrics."
     out = Path(args.out)
@@ -412,7 +412,7 @@ def cmd_train(args, report: bool = False) -> dict:
     if metrics["near_chance"]: print(f"Warning: {metrics['near_chance']}")
     return metrics
 
-# %% ../nbs/92_cli.ipynb #058e6d30
+# %% ../nbs/92_cli.ipynb #0ca1f565
 def _load(args):
     "The checkpoint, its model on the device, and the split `--split` names (test if the source has one, else val)."
     model, ckpt = load_model(args.checkpoint, "cpu")    # a bad checkpoint is refused before anything else is said
