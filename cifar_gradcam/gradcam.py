@@ -4,10 +4,11 @@
 
 # %% auto #0
 __all__ = ['CAM_METHODS', 'plot_confusion_matrix', 'most_confused', 'NoMistakesError', 'select_mistakes', 'mistake_titles',
-           'show_mistakes', 'gradcam_by_hand', 'check_normalized', 'compute_cams', 'overlay', 'show_cam_grid',
+           'show_mistakes', 'hooked', 'gradcam_by_hand', 'check_normalized', 'compute_cams', 'overlay', 'show_cam_grid',
            'faithfulness', 'randomized_like', 'rank_correlation', 'cam_mass_inside', 'report_figures']
 
 # %% ../nbs/08_gradcam.ipynb #49c86957
+from contextlib import contextmanager
 from typing import Sequence
 
 import cv2
@@ -90,20 +91,33 @@ def show_mistakes(split: Split, preds: Predictions, idx: Sequence[int], ncols: i
     "A gallery of the images at `idx` titled 'true → predicted (confidence)'."
     return show_images(split.x[np.asarray(idx)], titles=mistake_titles(preds, idx), ncols=ncols, size=1.5, title=title)
 
+# %% ../nbs/08_gradcam.ipynb #bd432322
+@contextmanager
+def hooked(module: nn.Module, backward: bool = False):
+    """While the `with` block runs, keep `module`'s output (detached) in `store["out"]` after each forward pass and, if
+    `backward`, the gradient with respect to that output in `store["grad"]`; yields `store`. The hooks are removed on
+    leaving the block, also after an error."""
+    store = {}
+    handles = [module.register_forward_hook(lambda m, inputs, output: store.__setitem__("out", output.detach()))]
+    if backward:
+        handles.append(module.register_full_backward_hook(
+            lambda m, grad_input, grad_output: store.__setitem__("grad", grad_output[0].detach())))
+    try:
+        yield store
+    finally:
+        for h in handles: h.remove()
+
 # %% ../nbs/08_gradcam.ipynb #6c215b85
 def gradcam_by_hand(model: nn.Module, x: torch.Tensor, target: int, layer: str = "layer4") -> np.ndarray:
     "Grad-CAM of one normalised image `x` (3, H, W) for class `target`, written out step by step."
     net, module = unwrap(model), gradcam_layer(model, layer)
-    store = {}
-    h1 = module.register_forward_hook(lambda m, i, o: store.__setitem__("A", o))
-    h2 = module.register_full_backward_hook(lambda m, gi, go: store.__setitem__("dA", go[0]))
     try:
-        with evaluating(net):
+        with hooked(module, backward=True) as store, evaluating(net):
             score = net(x[None].to(next(net.parameters()).device))[0, target]   # the logit of class `target`
             net.zero_grad(); score.backward()                                  # 1. gradients
     finally:
-        h1.remove(); h2.remove(); net.zero_grad(set_to_none=True)
-    A, dA = store["A"][0].detach(), store["dA"][0]
+        net.zero_grad(set_to_none=True)
+    A, dA = store["out"][0], store["grad"][0]
     alpha = dA.mean(dim=(1, 2))                                            # 2. pooled weights, one per channel
     cam = (alpha[:, None, None] * A).sum(0)                                # 3. weighted sum of feature maps
     cam = F.relu(cam).cpu().numpy()                                        # 4. keep the positive evidence
