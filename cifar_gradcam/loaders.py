@@ -44,6 +44,7 @@ class AugSpec:
         return self
 
 
+# %% ../nbs/02_loaders.ipynb #ce2fa39c
 def augmentations(spec: AugSpec | None = None, mean: Sequence[float] = CIFAR10_MEAN, size: int = 32,
                   seed: int | None = None) -> A.Compose:
     """The random training augmentations of `spec` (default `AugSpec()`), on uint8 HWC images of `size` x `size`:
@@ -149,7 +150,7 @@ class EpochBatchSampler(torch.utils.data.Sampler):
             batch.seed = int(seeds[b])
             yield batch
 
-
+# %% ../nbs/02_loaders.ipynb #a6f1c754
 def default_num_workers() -> int:
     "Loader workers for this machine: one per CPU we may use, at most 12 (2 on Colab, 12 on a 16-core server)."
     try:
@@ -176,7 +177,7 @@ def check_batching(split: Split, batch_size: int, purpose: str) -> None:
     if batch_size < 1: raise DataError(f"batch_size must be at least 1; got {batch_size}")
     if len(split) == 0: raise DataError(f"empty split: no images to {purpose}")
 
-
+# %% ../nbs/02_loaders.ipynb #4f69fd0d
 def eval_loader(split: Split, batch_size: int = 1024, num_workers: int | None = None,
                 mean: Sequence[float] = CIFAR10_MEAN, std: Sequence[float] = CIFAR10_STD,
                 pin_memory: bool | None = None) -> DataLoader:
@@ -188,7 +189,7 @@ def eval_loader(split: Split, batch_size: int = 1024, num_workers: int | None = 
                       num_workers=num_workers, pin_memory=pin_memory, collate_fn=_collate_batch,
                       persistent_workers=num_workers > 0, worker_init_fn=_seed_worker)
 
-
+# %% ../nbs/02_loaders.ipynb #09a99302
 def train_loader(train: Split, batch_size: int = 512, *, seed: int = 0, num_workers: int | None = None,
                  augment: A.Compose | None = None, mean: Sequence[float] = CIFAR10_MEAN,
                  std: Sequence[float] = CIFAR10_STD, pin_memory: bool | None = None) -> DataLoader:
@@ -206,7 +207,7 @@ def train_loader(train: Split, batch_size: int = 512, *, seed: int = 0, num_work
                       pin_memory=pin_memory, collate_fn=_collate_batch, persistent_workers=num_workers > 0,
                       worker_init_fn=_seed_worker, **extra)
 
-
+# %% ../nbs/02_loaders.ipynb #ca48a37c
 def make_loaders(train: Split, val: Split, batch_size: int = 512, *, seed: int = 0,
                  num_workers: int | None = None, augment: A.Compose | None = None,
                  mean: Sequence[float] = CIFAR10_MEAN, std: Sequence[float] = CIFAR10_STD,
