@@ -23,6 +23,7 @@ from typing import Callable, Sequence
 import matplotlib.pyplot as plt
 from matplotlib.ticker import MaxNLocator
 import numpy as np
+from fastcore.basics import patch
 import torch
 import torch.nn as nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
@@ -87,52 +88,61 @@ class TrainConfig:
     loader: str = "albumentations"   # or "device": augment whole batches on the GPU (DeviceLoader)
     tta: bool = False                # evaluate with horizontal-flip test-time augmentation
 
-    def __post_init__(self):
-        checks = {"epochs": self.epochs >= 1, "batch_size": self.batch_size >= 1,
-                  "max_lr": math.isfinite(self.max_lr) and self.max_lr > 0,
-                  "weight_decay": math.isfinite(self.weight_decay) and self.weight_decay >= 0,
-                  "label_smoothing": 0 <= self.label_smoothing < 1, "seed": 0 <= self.seed < 2 ** 32,
-                  "pct_start": 0 < self.pct_start < 1, "ema_decay": 0 <= self.ema_decay < 1,
-                  "base_momentum": 0 <= self.base_momentum <= self.max_momentum, "max_momentum": self.max_momentum < 1,
-                  "loader": self.loader in LOADERS, "anneal_strategy": self.anneal_strategy in ("cos", "linear")}
-        bad = [k for k, ok in checks.items() if not ok]
-        try:
-            self.augment_spec.check()
-        except DataError as e:
-            bad.append(str(e).split(": ", 1)[1])
-        if bad:
-            raise ConfigError("invalid training settings: " + ", ".join((f"{k}={getattr(self, k)!r}" if k in checks else k) for k in bad)
-                             + " (epochs and batch_size >= 1, a finite max_lr > 0, a finite weight_decay >= 0, 0 <= seed < 2**32, "
-                               f"0 <= label_smoothing < 1, 0 < pct_start < 1, 0 <= ema_decay < 1, 0 <= base_momentum <= max_momentum < 1, loader in {LOADERS}, anneal_strategy cos or linear)")
+    def __post_init__(self): self._check()   # the checks: the next cell
 
     @property
     def augment_spec(self) -> AugSpec:
         "The augmentation settings (`pad`, `flip_p`, `cutout`, `cutout_p`) as the one `AugSpec` the loaders take."
         return AugSpec(self.pad, self.flip_p, self.cutout, self.cutout_p)
 
-    def at_batch_size(self, batch_size: int) -> "TrainConfig":
-        "This recipe at another batch size, its peak learning rate scaled in proportion (the linear scaling rule)."
-        return self.replace(batch_size=batch_size).replace(max_lr=self.max_lr * batch_size / self.batch_size)  # checked first
+# %% ../nbs/06_training.ipynb #a8e7f2ee
+@patch
+def _check(self: TrainConfig):
+    "Refuse settings that cannot work, naming each one and the rule it breaks."
+    checks = {"epochs": self.epochs >= 1, "batch_size": self.batch_size >= 1,
+              "max_lr": math.isfinite(self.max_lr) and self.max_lr > 0,
+              "weight_decay": math.isfinite(self.weight_decay) and self.weight_decay >= 0,
+              "label_smoothing": 0 <= self.label_smoothing < 1, "seed": 0 <= self.seed < 2 ** 32,
+              "pct_start": 0 < self.pct_start < 1, "ema_decay": 0 <= self.ema_decay < 1,
+              "base_momentum": 0 <= self.base_momentum <= self.max_momentum, "max_momentum": self.max_momentum < 1,
+              "loader": self.loader in LOADERS, "anneal_strategy": self.anneal_strategy in ("cos", "linear")}
+    bad = [k for k, ok in checks.items() if not ok]
+    try:
+        self.augment_spec.check()
+    except DataError as e:
+        bad.append(str(e).split(": ", 1)[1])
+    if bad:
+        raise ConfigError("invalid training settings: " + ", ".join((f"{k}={getattr(self, k)!r}" if k in checks else k) for k in bad)
+                         + " (epochs and batch_size >= 1, a finite max_lr > 0, a finite weight_decay >= 0, 0 <= seed < 2**32, "
+                           f"0 <= label_smoothing < 1, 0 < pct_start < 1, 0 <= ema_decay < 1, 0 <= base_momentum <= max_momentum < 1, loader in {LOADERS}, anneal_strategy cos or linear)")
 
-    def replace(self, **changes) -> "TrainConfig":
-        "A copy with `changes`; unknown names are an error."
-        unknown = set(changes) - {f.name for f in fields(self)}
-        if unknown: raise TypeError(f"unknown training setting(s) {sorted(unknown)}; known: {[f.name for f in fields(self)]}")
-        return TrainConfig(**{**asdict(self), **changes})
+# %% ../nbs/06_training.ipynb #896094c2
+@patch
+def at_batch_size(self: TrainConfig, batch_size: int) -> "TrainConfig":
+    "This recipe at another batch size, its peak learning rate scaled in proportion (the linear scaling rule)."
+    return self.replace(batch_size=batch_size).replace(max_lr=self.max_lr * batch_size / self.batch_size)  # checked first
 
-    @classmethod
-    def from_saved(cls, saved: dict) -> "TrainConfig":
-        """The config stored in a checkpoint. Checkpoints written before the momentum settings were named for what
-        they do hold `momentum`, which OneCycle always overrode with its 0.95 -> 0.85 cycle (today's defaults): it is dropped."""
-        saved = {k: v for k, v in saved.items() if k != "momentum"}
-        unknown = set(saved) - {f.name for f in fields(cls)}
-        if unknown: raise ConfigError(f"unknown training setting(s) {sorted(unknown)} in a saved config")
-        return cls(**saved)
+@patch
+def replace(self: TrainConfig, **changes) -> "TrainConfig":
+    "A copy with `changes`; unknown names are an error."
+    unknown = set(changes) - {f.name for f in fields(self)}
+    if unknown: raise TypeError(f"unknown training setting(s) {sorted(unknown)}; known: {[f.name for f in fields(self)]}")
+    return TrainConfig(**{**asdict(self), **changes})
 
-    @classmethod
-    def recipe_fields(cls) -> list[str]:
-        "The settings that define what a run learns (all but `RUN_ONLY`): a resume must keep every one."
-        return [f.name for f in fields(cls) if f.name not in RUN_ONLY]
+# %% ../nbs/06_training.ipynb #a3145d4c
+@patch(cls_method=True)
+def from_saved(cls: TrainConfig, saved: dict) -> "TrainConfig":
+    """The config stored in a checkpoint. Checkpoints written before the momentum settings were named for what
+    they do hold `momentum`, which OneCycle always overrode with its 0.95 -> 0.85 cycle (today's defaults): it is dropped."""
+    saved = {k: v for k, v in saved.items() if k != "momentum"}
+    unknown = set(saved) - {f.name for f in fields(cls)}
+    if unknown: raise ConfigError(f"unknown training setting(s) {sorted(unknown)} in a saved config")
+    return cls(**saved)
+
+@patch(cls_method=True)
+def recipe_fields(cls: TrainConfig) -> list[str]:
+    "The settings that define what a run learns (all but `RUN_ONLY`): a resume must keep every one."
+    return [f.name for f in fields(cls) if f.name not in RUN_ONLY]
 
 # %% ../nbs/06_training.ipynb #e2b3c4d5
 #: Runs of fewer optimiser steps than this train at a lower peak than the recipe's (`short_run_peak`).
