@@ -154,7 +154,7 @@ def _index_layout(names: Iterable[str], where: str, dirs: Iterable[str] = ()) ->
                         f"{sorted(a - b) or 'none'}; only in test: {sorted(b - a) or 'none'}")
     return layout
 
-
+# %% ../nbs/01_data.ipynb #a05c48b6
 def _decode(data: bytes, name: str, where: str) -> np.ndarray:
     try:
         with Image.open(io.BytesIO(data)) as im:
@@ -174,7 +174,7 @@ def _stack(layout: dict[str, list[str]], read: Callable[[str], bytes], where: st
                             f"{n} is {a.shape[1]}x{a.shape[0]}); resize them all to one size (32x32 here) first")
     return Split(np.stack(xs), np.array([label for label, _ in names], np.int64), classes)
 
-
+# %% ../nbs/01_data.ipynb #3839661b
 def _load_image_folder(path: Path, cache_dir=None, use_cache: bool = True) -> tuple[Split, Split | None]:
     """The train (and test, if any) `Split` of an ImageFolder folder or `.tar.gz`. An archive's decoded arrays are
     cached in `cache_dir` (default `_cache_dir()`), keyed by its path, size and modification time, and written
@@ -275,7 +275,7 @@ def _load_torchvision(cache_dir=None) -> tuple[Split, Split]:
             "(train/<class>/*.jpg, optional test/<class>/*.jpg), or use 'synthetic'.") from None
     return tuple(Split(d.data, np.array(d.targets), d.classes) for d in (tr, te))
 
-
+# %% ../nbs/01_data.ipynb #83c47224
 #: The image size the network, its augmentations and the lessons are built for.
 IMAGE_SIZE = 32
 
@@ -291,7 +291,7 @@ def to_size(split: Split, size: int = IMAGE_SIZE, where: str = "the data") -> Sp
     masks = None if split.masks is None else np.stack([np.asarray(Image.fromarray(m).resize((size, size))) for m in split.masks])
     return Split(x, split.y, split.classes, masks)
 
-
+# %% ../nbs/01_data.ipynb #e2c8f9a9
 class Splits(NamedTuple):
     "The three roles of a data set: learn from `train`, choose on `val`, report `test` once at the end."
     train: Split          # what the model learns from

@@ -55,7 +55,7 @@ def draw_augment_params(n: int, generator: torch.Generator, spec: AugSpec | None
     return AugmentParams(dy=offsets[0], dx=offsets[1], flip=coins[0] < spec.flip_p,
                          hole=(coins[1] < spec.cutout_p) & (spec.cutout > 0), hole_y=corners[0], hole_x=corners[1])
 
-
+# %% ../nbs/90_device_loader.ipynb #02d7c59d
 def apply_augment(padded: torch.Tensor, params: AugmentParams, spec: AugSpec | None = None, *, size: int = 32,
                   fill: Sequence[int] | None = None) -> torch.Tensor:
     """Apply `params` to a batch of reflect-padded uint8 NHWC images (N, size + 2*pad, size + 2*pad, C): crop

@@ -32,7 +32,7 @@ def per_class_accuracy(cm: np.ndarray, classes: Sequence[str]) -> dict[str, floa
     "The accuracy of each true class from a confusion matrix `cm` (NaN for a class without images)."
     return {c: float(cm[i, i] / cm[i].sum()) if cm[i].sum() else float("nan") for i, c in enumerate(classes)}
 
-
+# %% ../nbs/07_evaluation.ipynb #9ea402a7
 @dataclass
 class Predictions:
     """A model's class probabilities `probs` (N, C) for N images, with their true `labels` (N,) and the class names:
@@ -73,7 +73,7 @@ class Predictions:
         "Loss, accuracy, per-class accuracy and number of images, as `evaluate`, `fit` and the CLI report them."
         return {"loss": self.loss, "acc": self.accuracy, "per_class": self.per_class(), "n": len(self)}
 
-
+# %% ../nbs/07_evaluation.ipynb #cccfaf84
 @torch.no_grad()
 def predict(model: nn.Module, loader: DataLoader, classes: Sequence[str] = (), device: torch.device | str | None = None,
             tta: bool = False, amp: bool | None = None, channels_last: bool | None = None) -> Predictions:
@@ -105,7 +105,7 @@ def evaluate(model: nn.Module, loader: DataLoader, classes: Sequence[str] = (), 
     on `loader`: `predict(...).metrics()`. `kwargs` go to `predict` (device, tta, amp, channels_last)."""
     return predict(model, loader, classes, **kwargs).metrics()
 
-
+# %% ../nbs/07_evaluation.ipynb #0f3dd67c
 def per_class_table(per_class: dict[str, float]) -> str:
     "The per-class accuracies as an aligned text table, worst class first."
     width = max(len(c) for c in per_class)

@@ -149,7 +149,7 @@ def check_normalized(x: torch.Tensor) -> None:
                          "with CIFAR10_MEAN/CIFAR10_STD (cifar_gradcam.loaders.normalize_batch) first; if they are "
                          "normalised and simply all very bright, pass check_inputs=False")
 
-
+# %% ../nbs/08_gradcam.ipynb #a5e5f4f9
 def compute_cams(model: nn.Module, images: torch.Tensor, targets: Sequence[int], layer: str = "layer4",
                  method: str = "gradcam", batch_size: int = 128, check_inputs: bool = True) -> np.ndarray:
     """CAMs (N, H, W) in [0, 1] of normalised `images` (N, 3, H, W) for class `targets[i]` of each image,

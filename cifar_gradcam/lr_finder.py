@@ -59,7 +59,7 @@ class LRFinderResult:
         "The suggested learning rate (by `rule`)."
         return self.suggestions[self.rule]
 
-
+# %% ../nbs/05_lr_finder.ipynb #297ad63a
 def _state_snapshot(model: nn.Module, optimizer: torch.optim.Optimizer):
     return ({k: v.detach().clone() for k, v in model.state_dict().items()},
             copy.deepcopy(optimizer.state_dict()), model.training)
@@ -71,7 +71,7 @@ def _same(a, b) -> bool:
     if isinstance(a, (list, tuple)): return isinstance(b, (list, tuple)) and len(a) == len(b) and all(map(_same, a, b))
     return a == b
 
-
+# %% ../nbs/05_lr_finder.ipynb #d448f531
 def lr_range_test(model: nn.Module, train_loader: DataLoader, *, start_lr: float = 1e-5, end_lr: float = 10.0,
                   num_iter: int = 100, optimizer: torch.optim.Optimizer | None = None,
                   criterion: nn.Module | None = None, device: torch.device | str | None = None,
