@@ -23,6 +23,7 @@ def resnet18(num_classes: int = 10, zero_init_residual: bool = False) -> nn.Modu
         raise ValueError(f"num_classes must be at least 1; got {num_classes}")
     model = tv_resnet.resnet18(weights=None, num_classes=num_classes, zero_init_residual=zero_init_residual)
     model.conv1 = nn.Conv2d(3, 64, kernel_size=3, stride=1, padding=1, bias=False)
+    # torchvision initialises its convolutions this way; the replacement stem needs the same
     nn.init.kaiming_normal_(model.conv1.weight, mode="fan_out", nonlinearity="relu")
     model.maxpool = nn.Identity()
     model.arch = "resnet18"  # what checkpoints record (`arch_name`)
